@@ -1,0 +1,81 @@
+//! `wedge`: a thin main. Parse the command line, run one subcommand, turn its failure into a
+//! one-paragraph message and a documented exit status (docs/cli.md).
+
+mod compile;
+mod exit;
+mod input;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+use exit::{Failure, Status};
+
+#[derive(Parser)]
+#[command(
+    name = "wedge",
+    version,
+    about = "A WebAssembly runtime and serverless-function platform for the edge",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a WASI program: a core module, a component, a .wat file or a .cwasm artifact.
+    Run(run::RunArgs),
+    /// Compile a program ahead of time into a .cwasm artifact for this machine.
+    Compile(compile::CompileArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are not failures; every real usage error exits with the
+            // documented usage status rather than clap's default.
+            let _ = error.print();
+            return if error.use_stderr() {
+                Status::Usage.into()
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Compile(args) => compile::compile(args).map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(failure) => report(failure),
+    }
+}
+
+fn report(failure: Failure) -> std::process::ExitCode {
+    eprintln!("wedge: {}", failure.message());
+    failure.status.into()
+}
+
+/// Logging costs start-up time, so it is set up only when asked for with `RUST_LOG`.
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+/// A panic is a wedge bug: say so in one paragraph and exit with the internal-error status,
+/// instead of a Rust backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("wedge: internal error (this is a bug in wedge, please report it): {info}");
+        std::process::exit(i32::from(Status::Internal.code()));
+    }));
+}

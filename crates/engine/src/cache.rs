@@ -1,0 +1,150 @@
+//! The transparent AOT cache: compiled artifacts on disk, keyed by what was compiled and how.
+//!
+//! The key is BLAKE3(engine fingerprint ‖ input bytes), so a different wedge build, CPU or
+//! compilation setting never sees another's entry. Entries are written to a temporary file
+//! and renamed into place, so a reader sees a whole entry or none; an entry damaged anyway
+//! (disk error, a hand edit) fails the artifact digest check and is discarded by the loader.
+//! The cache is an optimisation: failing to write it is logged, never fatal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::Fingerprint;
+
+/// The name of a cache entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    pub fn new(fingerprint: Fingerprint, input: &[u8]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&fingerprint.0);
+        hasher.update(input);
+        CacheKey(hasher.finalize().to_hex().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A directory of compiled artifacts.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+impl ArtifactCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// `$XDG_CACHE_HOME/wedge`, else `$HOME/.cache/wedge`; `None` when neither is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        if let Some(xdg) = from_env("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(xdg).join("wedge"));
+        }
+        from_env("HOME").map(|home| PathBuf::from(home).join(".cache").join("wedge"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", key.as_str()))
+    }
+
+    /// The entry's bytes, or `None` when there is none (or it cannot be read).
+    pub fn get(&self, key: &CacheKey) -> Option<Vec<u8>> {
+        match std::fs::read(self.entry_path(key)) {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%error, key = key.as_str(), "cannot read cache entry");
+                }
+                None
+            }
+        }
+    }
+
+    /// Stores an entry atomically: temp file in the same directory, then rename.
+    pub fn put(&self, key: &CacheKey, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let mut temp = tempfile_in(&self.dir)?;
+        temp.file.write_all(bytes)?;
+        temp.file.flush()?;
+        std::fs::rename(&temp.path, self.entry_path(key))?;
+        temp.persisted = true;
+        Ok(())
+    }
+
+    /// Removes an entry that failed verification.
+    pub fn discard(&self, key: &CacheKey) {
+        if let Err(error) = std::fs::remove_file(self.entry_path(key))
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, key = key.as_str(), "cannot remove damaged cache entry");
+        }
+    }
+}
+
+/// A temporary file that is removed unless it was renamed into place.
+struct TempFile {
+    file: std::fs::File,
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<TempFile> {
+    // Unique per process and call; `create_new` refuses to reuse a leftover name.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok(TempFile {
+        file,
+        path,
+        persisted: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_depends_on_fingerprint_and_bytes() {
+        let a = CacheKey::new(Fingerprint([1; 32]), b"wasm");
+        assert_eq!(a, CacheKey::new(Fingerprint([1; 32]), b"wasm"));
+        assert_ne!(a, CacheKey::new(Fingerprint([2; 32]), b"wasm"));
+        assert_ne!(a, CacheKey::new(Fingerprint([1; 32]), b"wasn"));
+    }
+
+    #[test]
+    fn put_get_discard() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::new(dir.path().join("nested"));
+        let key = CacheKey::new(Fingerprint([1; 32]), b"x");
+        assert_eq!(cache.get(&key), None);
+        cache.put(&key, b"artifact").unwrap();
+        assert_eq!(cache.get(&key).as_deref(), Some(&b"artifact"[..]));
+        cache.discard(&key);
+        assert_eq!(cache.get(&key), None);
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().collect();
+        assert!(leftovers.is_empty());
+    }
+}

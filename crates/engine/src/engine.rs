@@ -1,0 +1,139 @@
+//! Engine configuration: every default wedge chooses for wasmtime lives here.
+
+use std::hash::{Hash, Hasher};
+
+/// What a caller may choose about the engine. Everything else is fixed below, with the reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Compile fuel metering into the code, so that an instruction budget can be enforced.
+    /// It changes code generation (and so the artifact fingerprint) and costs speed, which is
+    /// why it is off unless a budget is asked for.
+    pub fuel_metering: bool,
+    /// Use the pooling instance allocator (for serving many short-lived instances). `None`
+    /// allocates on demand, which is what a single `wedge run` wants.
+    pub pooling: Option<PoolingOptions>,
+}
+
+/// Sizes of the pooling allocator's slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolingOptions {
+    /// How many instances may be alive at once across the whole engine.
+    pub total_instances: u32,
+    /// The largest linear memory one instance may have, in bytes.
+    pub max_memory_size: usize,
+}
+
+/// A 256-bit digest of everything that decides whether compiled code may be reused: the wedge
+/// build, the wasmtime version, the target CPU and its features, and every compilation setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Config(String),
+}
+
+/// A configured wasmtime engine plus its fingerprint.
+#[derive(Clone)]
+pub struct WedgeEngine {
+    engine: wasmtime::Engine,
+    options: EngineOptions,
+    fingerprint: Fingerprint,
+}
+
+impl WedgeEngine {
+    pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
+        let mut config = wasmtime::Config::new();
+        // Wall-clock deadlines are enforced by epoch interruption: a load and a compare at
+        // function entries and loop back-edges, much cheaper than fuel. It is always compiled
+        // in so that one artifact serves runs with and without `--timeout`.
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel_metering);
+        // Backtraces with function names make traps debuggable; the cost is only paid on a
+        // trap. Deep recursion still yields the innermost frames, which are the useful ones.
+        config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+        // Copy-on-write memory images make instantiation independent of data-segment size.
+        config.memory_init_cow(true);
+        // Cranelift at its default `speed` level: near-native code; compile time is paid once
+        // per artifact thanks to the AOT cache.
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if let Some(pooling) = &options.pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_core_instances(pooling.total_instances);
+            pool.total_memories(pooling.total_instances);
+            pool.total_tables(pooling.total_instances);
+            pool.total_component_instances(pooling.total_instances);
+            pool.max_memory_size(pooling.max_memory_size);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let fingerprint = fingerprint_of(&engine);
+        Ok(Self {
+            engine,
+            options,
+            fingerprint,
+        })
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+/// Feeds a `std::hash::Hash` into BLAKE3, so wasmtime's compatibility hash becomes a digest we
+/// can store in a file header and compare across processes of the same build.
+struct Blake3Hasher(blake3::Hasher);
+
+impl Hasher for Blake3Hasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn fingerprint_of(engine: &wasmtime::Engine) -> Fingerprint {
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    hasher.write(crate::BUILD_ID.as_bytes());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    Fingerprint(*hasher.0.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_depends_on_code_generation_settings() {
+        let plain = WedgeEngine::new(EngineOptions::default()).unwrap();
+        let again = WedgeEngine::new(EngineOptions::default()).unwrap();
+        let metered = WedgeEngine::new(EngineOptions {
+            fuel_metering: true,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        assert_eq!(plain.fingerprint(), again.fingerprint());
+        assert_ne!(plain.fingerprint(), metered.fingerprint());
+    }
+}

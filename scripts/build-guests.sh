@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Build every guest program under examples/ into target/guests/ (flat):
+#   hello.wasm exit.wasm upper.wasm alloc.wasm crash.wasm   (C, wasm32-wasi core modules)
+#   hello-component.wasm                                    (Rust, WASI 0.2 command component)
+# Installs the toolchains first (scripts/setup-toolchains.sh) when something is missing.
+# Idempotent: a guest is rebuilt only when its source is newer than its output.
+set -euo pipefail
+# rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
+if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$0")/.."
+
+need_setup=0
+command -v clang >/dev/null 2>&1 || need_setup=1
+command -v wasm-ld >/dev/null 2>&1 || need_setup=1
+[ -e /usr/include/wasm32-wasi/stdio.h ] || need_setup=1   # wasi-libc
+if command -v rustup >/dev/null 2>&1; then
+    installed="$(rustup target list --installed)"
+    grep -qx wasm32-wasip2 <<<"$installed" || need_setup=1
+fi
+if [ "$need_setup" -eq 1 ]; then
+    scripts/setup-toolchains.sh
+fi
+
+OUT=target/guests
+mkdir -p "$OUT"
+
+CFLAGS=(--target=wasm32-wasi -O2 -Wall -Wextra -Werror)
+
+# build_c NAME EXTRA_LDFLAGS...
+build_c() {
+    local name="$1"; shift
+    local src="examples/c/$name.c" out="$OUT/$name.wasm"
+    if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$SELF" ]; then
+        echo "build-guests: $out up to date"
+        return
+    fi
+    echo "build-guests: clang $src -> $out"
+    clang "${CFLAGS[@]}" "$@" -o "$out.tmp" "$src"
+    mv "$out.tmp" "$out"
+}
+
+build_c hello -Wl,--strip-all
+build_c exit -Wl,--strip-all
+build_c upper -Wl,--strip-all
+build_c alloc -Wl,--strip-all
+# crash keeps its name section (function names in backtraces); only DWARF is dropped.
+build_c crash -Wl,--strip-debug
+
+# Rust component: a standalone Cargo project (empty [workspace] table).
+# cargo decides itself whether anything needs rebuilding.
+echo "build-guests: cargo build hello-component (wasm32-wasip2)"
+cargo build --quiet --release --target wasm32-wasip2 \
+    --manifest-path examples/rust/hello-component/Cargo.toml \
+    --target-dir target/guest-build
+src=target/guest-build/wasm32-wasip2/release/hello-component.wasm
+if ! cmp -s "$src" "$OUT/hello-component.wasm"; then
+    cp "$src" "$OUT/hello-component.wasm"
+fi
+
+# Sanity check: every output starts with the wasm magic; byte 4 tells a core
+# module (version 1) from a component (0x0d layer 1).
+for f in hello exit upper alloc crash hello-component; do
+    magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
+    case "$f:$magic" in
+        hello-component:0061736d0d000100) ;;
+        hello-component:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
+        *:0061736d01000000) ;;
+        *) echo "build-guests: $OUT/$f.wasm is not a core module ($magic)" >&2; exit 1 ;;
+    esac
+done
+echo "build-guests: done:"
+ls -l "$OUT"/*.wasm | awk '{printf "  %8d  %s\n", $5, $9}'
