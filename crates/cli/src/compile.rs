@@ -40,6 +40,7 @@ pub fn compile(args: CompileArgs) -> Result<(), Failure> {
     })
     .status(Status::Internal)?;
     let (artifact, _kind) = Loader::new(&engine, None)
+        .with_source_path(&args.file)
         .compile_to_artifact(&bytes)
         .map_err(|error| load_failure(&args.file, error))?;
     write_atomically(&args.output, &artifact)

@@ -100,6 +100,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         ArtifactCache::default_dir().map(ArtifactCache::new)
     };
     let (program, source) = Loader::new(&engine, cache.as_ref())
+        .with_source_path(&args.file)
         .load(&bytes)
         .map_err(|error| load_failure(&args.file, error))?;
     if let LoadSource::Rebuilt { reason } = source {

@@ -77,7 +77,7 @@ impl GuestFailure {
                         module: frame.module().name().map(str::to_string),
                         function: frame
                             .func_name()
-                            .map(str::to_string)
+                            .map(demangle)
                             .unwrap_or_else(|| format!("<wasm function {}>", frame.func_index())),
                         offset: frame.module_offset(),
                     })
@@ -90,6 +90,12 @@ impl GuestFailure {
             memory_limit: refused,
         }
     }
+}
+
+/// Rust symbol names in a backtrace are shown demangled and without their hash
+/// (`std::process::abort`, not `_RNvNtCs..._3std7process5abort`).
+fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
 }
 
 impl std::fmt::Display for GuestFailure {

@@ -205,11 +205,23 @@ fn hex_bytes(bytes: &[u8]) -> String {
 pub struct Loader<'a> {
     engine: &'a WedgeEngine,
     cache: Option<&'a ArtifactCache>,
+    /// The input's file name, for positions in WAT syntax errors.
+    source_path: Option<&'a std::path::Path>,
 }
 
 impl<'a> Loader<'a> {
     pub fn new(engine: &'a WedgeEngine, cache: Option<&'a ArtifactCache>) -> Self {
-        Self { engine, cache }
+        Self {
+            engine,
+            cache,
+            source_path: None,
+        }
+    }
+
+    /// Names the input file, so that text syntax errors point at `file.wat:LINE:COL`.
+    pub fn with_source_path(mut self, path: &'a std::path::Path) -> Self {
+        self.source_path = Some(path);
+        self
     }
 
     /// Loads any supported input: binary or text Wasm (through the cache), or an artifact.
@@ -268,8 +280,13 @@ impl<'a> Loader<'a> {
         let wasm: std::borrow::Cow<'_, [u8]> = match detect(bytes)? {
             InputFormat::Binary(_) => bytes.into(),
             InputFormat::Text => wat::parse_bytes(bytes)
-                .map_err(|error| LoadError::InvalidText {
-                    detail: error.to_string(),
+                .map_err(|mut error| {
+                    if let Some(path) = self.source_path {
+                        error.set_path(path);
+                    }
+                    LoadError::InvalidText {
+                        detail: error.to_string(),
+                    }
                 })?
                 .into_owned()
                 .into(),
