@@ -10,3 +10,4 @@
 pub mod wasi;
 
 pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
+pub mod http_outbound;

@@ -19,8 +19,10 @@ pub enum Status {
     Timeout,
     /// The instruction budget (--fuel) ran out.
     OutOfFuel,
-    /// wedge itself failed: an I/O error writing output, a bug.
+    /// wedge itself failed: an I/O error writing output, a port in use, a bug.
     Internal,
+    /// The app manifest is invalid (serve).
+    Config,
 }
 
 impl Status {
@@ -34,6 +36,7 @@ impl Status {
             Status::Timeout => 132,
             Status::OutOfFuel => 133,
             Status::Internal => 134,
+            Status::Config => 135,
         }
     }
 }

@@ -5,6 +5,7 @@ mod compile;
 mod exit;
 mod input;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -28,10 +29,11 @@ enum Command {
     Run(run::RunArgs),
     /// Compile a program ahead of time into a .cwasm artifact for this machine.
     Compile(compile::CompileArgs),
+    /// Serve the functions of an app manifest over HTTP, a fresh instance per request.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -46,9 +48,12 @@ fn main() -> std::process::ExitCode {
             };
         }
     };
+    // The server logs its requests at info by default; the one-shot commands stay quiet.
+    init_logging(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args).map(|()| 0),
+        Command::Serve(args) => serve::serve(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
@@ -61,14 +66,20 @@ fn report(failure: Failure) -> std::process::ExitCode {
     failure.status.into()
 }
 
-/// Logging costs start-up time, so it is set up only when asked for with `RUST_LOG`.
-fn init_logging() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+/// Logging costs start-up time, so `run` and `compile` set it up only when asked for with
+/// `RUST_LOG`; `serve` logs at info unless `RUST_LOG` says otherwise.
+fn init_logging(default_on: bool) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(filter) => filter,
+        Err(_) if default_on => "info".to_string(),
+        Err(_) => return,
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// A panic is a wedge bug: say so in one paragraph and exit with the internal-error status,

@@ -9,6 +9,11 @@ pub struct EngineOptions {
     /// It changes code generation (and so the artifact fingerprint) and costs speed, which is
     /// why it is off unless a budget is asked for.
     pub fuel_metering: bool,
+    /// Compile in epoch checks (at function entries and loop back-edges) so that running
+    /// code can be interrupted at a deadline. The server needs it: it must stop one request
+    /// without stopping the process. A one-shot `wedge run` does not: its `--timeout` ends
+    /// the whole process, and the checks cost up to tens of percent in tight loops.
+    pub interruptible: bool,
     /// Use the pooling instance allocator (for serving many short-lived instances). `None`
     /// allocates on demand, which is what a single `wedge run` wants.
     pub pooling: Option<PoolingOptions>,
@@ -17,7 +22,7 @@ pub struct EngineOptions {
 /// Sizes of the pooling allocator's slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolingOptions {
-    /// How many instances may be alive at once across the whole engine.
+    /// How many programs (components or modules) may be instantiated at once.
     pub total_instances: u32,
     /// The largest linear memory one instance may have, in bytes.
     pub max_memory_size: usize,
@@ -51,10 +56,9 @@ pub struct WedgeEngine {
 impl WedgeEngine {
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
         let mut config = wasmtime::Config::new();
-        // Wall-clock deadlines are enforced by epoch interruption: a load and a compare at
-        // function entries and loop back-edges, much cheaper than fuel. It is always compiled
-        // in so that one artifact serves runs with and without `--timeout`.
-        config.epoch_interruption(true);
+        // Wall-clock deadlines inside a process are enforced by epoch interruption: a load
+        // and a compare at function entries and loop back-edges, much cheaper than fuel.
+        config.epoch_interruption(options.interruptible);
         config.consume_fuel(options.fuel_metering);
         // Backtraces with function names make traps debuggable; the cost is only paid on a
         // trap. Deep recursion still yields the innermost frames, which are the useful ones.
@@ -65,11 +69,14 @@ impl WedgeEngine {
         // per artifact thanks to the AOT cache.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         if let Some(pooling) = &options.pooling {
+            // A component is several core instances (its module, the WASI adapter, shims),
+            // with a memory or two and a few tables: the multipliers leave room for that.
+            let programs = pooling.total_instances.max(1);
             let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_core_instances(pooling.total_instances);
-            pool.total_memories(pooling.total_instances);
-            pool.total_tables(pooling.total_instances);
-            pool.total_component_instances(pooling.total_instances);
+            pool.total_component_instances(programs);
+            pool.total_core_instances(programs.saturating_mul(16));
+            pool.total_memories(programs.saturating_mul(4));
+            pool.total_tables(programs.saturating_mul(8));
             pool.max_memory_size(pooling.max_memory_size);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
@@ -133,7 +140,13 @@ mod tests {
             ..EngineOptions::default()
         })
         .unwrap();
+        let interruptible = WedgeEngine::new(EngineOptions {
+            interruptible: true,
+            ..EngineOptions::default()
+        })
+        .unwrap();
         assert_eq!(plain.fingerprint(), again.fingerprint());
         assert_ne!(plain.fingerprint(), metered.fingerprint());
+        assert_ne!(plain.fingerprint(), interruptible.fingerprint());
     }
 }

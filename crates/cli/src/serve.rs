@@ -1,0 +1,198 @@
+//! `wedge serve`: config → engine → compile every function (or load it from the cache) →
+//! pre-link → listen → serve until SIGTERM or ctrl-c → drain → exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use wedge_control::AppManifest;
+use wedge_engine::cache::ArtifactCache;
+use wedge_engine::program::{LoadError, Loader};
+use wedge_engine::{WedgeEngine, units};
+use wedge_gateway::{Function, Gateway, GatewayLimits, LoadFunctionError};
+
+use crate::exit::{Failure, Status, WithStatus};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// The app manifest [default: wedge.toml in the current directory].
+    #[arg(long, value_name = "FILE")]
+    app: Option<PathBuf>,
+    /// Directory for wedge's state; compiled functions are cached in DIR/cache
+    /// [default: the user cache directory, as for `wedge run`].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Requests handled at once across all functions; more get 503.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_concurrency: usize,
+    /// Largest request body; larger ones get 413.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
+    max_body_size: u64,
+    /// Time a client has to send its request headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    header_timeout: Duration,
+    /// After SIGTERM or ctrl-c, how long requests in flight may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    shutdown_timeout: Duration,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    units::parse_size(text).map_err(|error| error.to_string())
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    units::parse_duration(text).map_err(|error| error.to_string())
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.max_concurrency == 0 {
+        return Err(Failure::new(
+            Status::Usage,
+            anyhow!("--max-concurrency must be 1 or more"),
+        ));
+    }
+    let manifest_path = args
+        .app
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("wedge.toml"));
+    if args.app.is_none() && !manifest_path.exists() {
+        return Err(Failure::new(
+            Status::Usage,
+            anyhow!(
+                "there is no wedge.toml in the current directory: pass the app manifest with --app FILE (docs/manifest.md describes it)"
+            ),
+        ));
+    }
+    let manifest = AppManifest::load(&manifest_path).status(Status::Config)?;
+    let limits = GatewayLimits {
+        max_concurrency: args.max_concurrency,
+        max_body_size: args.max_body_size,
+        header_timeout: args.header_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+        ..GatewayLimits::default()
+    };
+    let largest_memory = manifest
+        .functions
+        .iter()
+        .map(|f| f.spec.max_memory)
+        .max()
+        .unwrap_or(wedge_control::manifest::DEFAULT_MAX_MEMORY);
+    let engine = WedgeEngine::new(wedge_gateway::server::engine_options(
+        &limits,
+        largest_memory,
+    ))
+    .status(Status::Internal)?;
+    let cache = match &args.data {
+        Some(dir) => Some(ArtifactCache::new(dir.join("cache"))),
+        None => ArtifactCache::default_dir().map(ArtifactCache::new),
+    };
+
+    // Everything is compiled (or loaded from the cache) before the listener opens.
+    let mut functions = Vec::new();
+    for entry in &manifest.functions {
+        let where_ = format!(
+            "`{}`, function `{}` (source `{}`)",
+            manifest.path.display(),
+            entry.spec.name,
+            entry.source.display()
+        );
+        let bytes = std::fs::read(&entry.source)
+            .with_context(|| format!("{where_}: cannot read the source"))
+            .status(Status::NoInput)?;
+        let (program, _) = Loader::new(&engine, cache.as_ref())
+            .with_source_path(&entry.source)
+            .load(&bytes)
+            .map_err(|error| load_failure(&where_, error))?;
+        let function = Function::load(&engine, entry.spec.clone(), program).map_err(|error| {
+            let status = match error {
+                LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
+                    Status::MissingImport
+                }
+                _ => Status::BadProgram,
+            };
+            Failure::new(status, anyhow!("{where_}: {error}"))
+        })?;
+        functions.push(function);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .status(Status::Internal)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))
+            .status(Status::Internal)?;
+        let local = listener
+            .local_addr()
+            .context("cannot read the listening address")
+            .status(Status::Internal)?;
+        let gateway = Gateway::new(engine, functions, limits);
+        print_urls(&gateway, local);
+        gateway
+            .serve(listener, shutdown_signal())
+            .await
+            .context("the server failed")
+            .status(Status::Internal)
+    })
+}
+
+fn load_failure(where_: &str, error: LoadError) -> Failure {
+    Failure::new(Status::BadProgram, anyhow!("{where_}: {error}"))
+}
+
+fn print_urls(gateway: &Gateway, local: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let count = gateway.functions().count();
+    let _ = writeln!(
+        out,
+        "wedge: serving {count} function{} on http://{local}",
+        if count == 1 { "" } else { "s" }
+    );
+    let mut functions: Vec<_> = gateway.functions().collect();
+    functions.sort_by(|a, b| a.spec.route.cmp(&b.spec.route));
+    for function in functions {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<5} http://{local}{}",
+            function.spec.name, function.kind, function.spec.route
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  metrics: http://{local}/_wedge/metrics   health: http://{local}/_wedge/health"
+    );
+    let _ = out.flush();
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received");
+}

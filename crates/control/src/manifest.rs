@@ -1,0 +1,428 @@
+//! The app manifest: `[[function]]` tables in a TOML file. Paths are relative to the file.
+//! Documented in docs/manifest.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wedge_capabilities::Preopen;
+use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_engine::units;
+use wedge_gateway::{FunctionKind, FunctionSpec};
+
+/// Defaults for keys a function may leave out.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_MEMORY: u64 = 128 << 20;
+
+/// A function as written in the manifest: every key, unknown ones refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    name: String,
+    source: PathBuf,
+    route: String,
+    kind: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    files: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    timeout: Option<String>,
+    max_memory: Option<String>,
+    max_concurrency: Option<i64>,
+}
+
+/// One function of the app: its specification and where its binary is.
+#[derive(Debug, Clone)]
+pub struct ManifestFunction {
+    pub spec: FunctionSpec,
+    pub source: PathBuf,
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct AppManifest {
+    pub path: PathBuf,
+    pub functions: Vec<ManifestFunction>,
+}
+
+/// What is wrong with a manifest, located as precisely as possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read the manifest `{path}`: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("`{path}` is not valid TOML: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error(
+        "`{path}` has no functions: add at least one [[function]] table with name, source and route"
+    )]
+    Empty { path: PathBuf },
+    #[error("`{path}`: the top level may only hold [[function]] tables, but it has `{key}`")]
+    UnknownTopLevel { path: PathBuf, key: String },
+    #[error("`{path}`, {function}: {problem}")]
+    Function {
+        path: PathBuf,
+        /// "function `hello`" or "function #2" when it has no usable name.
+        function: String,
+        problem: String,
+    },
+}
+
+impl AppManifest {
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as the manifest at `path` (which anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+        let table: toml::Table = toml::from_str(text).map_err(|error| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            reason: error.message().to_string() + &location(text, error.span()),
+        })?;
+        for key in table.keys() {
+            if key != "function" {
+                return Err(ManifestError::UnknownTopLevel {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                });
+            }
+        }
+        let entries = match table.get("function") {
+            Some(toml::Value::Array(entries)) => entries.clone(),
+            Some(_) => {
+                return Err(ManifestError::Syntax {
+                    path: path.to_path_buf(),
+                    reason:
+                        "`function` must be an array of tables: write [[function]], not [function]"
+                            .into(),
+                });
+            }
+            None => Vec::new(),
+        };
+        if entries.is_empty() {
+            return Err(ManifestError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut functions: Vec<ManifestFunction> = Vec::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let label = match entry.get("name").and_then(|v| v.as_str()) {
+                Some(name) => format!("function `{name}`"),
+                None => format!("function #{}", index + 1),
+            };
+            let fail = |problem: String| ManifestError::Function {
+                path: path.to_path_buf(),
+                function: label.clone(),
+                problem,
+            };
+            let raw: RawFunction = entry
+                .try_into()
+                .map_err(|error: toml::de::Error| fail(describe_serde_error(error.message())))?;
+            let function = validate(raw, base).map_err(&fail)?;
+            if let Some(other) = functions.iter().find(|f| f.spec.name == function.spec.name) {
+                return Err(fail(format!(
+                    "key `name`: `{}` is used by another function too; names must be unique",
+                    other.spec.name
+                )));
+            }
+            if let Some(other) = functions
+                .iter()
+                .find(|f| f.spec.route == function.spec.route)
+            {
+                return Err(fail(format!(
+                    "key `route`: `{}` is already the route of function `{}`; give each function its own route",
+                    function.spec.route, other.spec.name
+                )));
+            }
+            functions.push(function);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            functions,
+        })
+    }
+}
+
+/// serde's messages name the key; add how to fix the common ones.
+fn describe_serde_error(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message}. Remove the key or fix its spelling (docs/manifest.md lists every key)")
+    } else if message.starts_with("missing field") {
+        format!("{message}: every function needs name, source and route")
+    } else {
+        message.to_string()
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+/// Checks every key of one function and resolves paths. The error names the key.
+fn validate(raw: RawFunction, base: &Path) -> Result<ManifestFunction, String> {
+    let name = raw.name;
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(format!(
+            "key `name`: `{name}` is not a valid name; use 1 to 63 characters of a-z, 0-9 and -, not starting with -"
+        ));
+    }
+    let route = normalize_route(&raw.route)?;
+    let kind = match raw.kind.as_deref() {
+        None => None,
+        Some("http") => Some(FunctionKind::Http),
+        Some("wagi") => Some(FunctionKind::Wagi),
+        Some(other) => {
+            return Err(format!(
+                "key `kind`: `{other}` is not a function kind; write \"http\" or \"wagi\", or leave it out to detect it from the binary"
+            ));
+        }
+    };
+    let source = base.join(&raw.source);
+    match std::fs::metadata(&source) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(format!(
+                "key `source`: `{}` is not a file",
+                source.display()
+            ));
+        }
+        Err(error) => {
+            return Err(format!(
+                "key `source`: cannot read `{}`: {error} (paths are relative to the manifest)",
+                source.display()
+            ));
+        }
+    }
+    for key in raw.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(format!("key `env`: `{key}` is not a valid variable name"));
+        }
+    }
+    let mut files = Vec::new();
+    for (guest, host) in &raw.files {
+        if !guest.starts_with('/') {
+            return Err(format!(
+                "key `files`: the guest path `{guest}` must be absolute, e.g. \"/static\" = \"assets\""
+            ));
+        }
+        let host_path = base.join(host);
+        if !host_path.is_dir() {
+            return Err(format!(
+                "key `files`: `{}` (for `{guest}`) is not a directory (paths are relative to the manifest)",
+                host_path.display()
+            ));
+        }
+        files.push(Preopen {
+            host: host_path,
+            guest: guest.clone(),
+            read_only: true,
+        });
+    }
+    let outbound = OutboundPolicy::parse(&raw.allowed_outbound_hosts)
+        .map_err(|error| format!("key `allowed_outbound_hosts`: {error}"))?;
+    let timeout = match raw.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(text) => {
+            let timeout =
+                units::parse_duration(&text).map_err(|e| format!("key `timeout`: {e}"))?;
+            if timeout.is_zero() {
+                return Err("key `timeout`: it must be longer than zero".into());
+            }
+            timeout
+        }
+    };
+    let max_memory = match raw.max_memory {
+        None => DEFAULT_MAX_MEMORY,
+        Some(text) => {
+            let size = units::parse_size(&text).map_err(|e| format!("key `max_memory`: {e}"))?;
+            if size < 64 << 10 {
+                return Err(format!(
+                    "key `max_memory`: {text} is less than one WebAssembly page (64KiB)"
+                ));
+            }
+            size
+        }
+    };
+    let max_concurrency = match raw.max_concurrency {
+        None => None,
+        Some(n) if n >= 1 => Some(n as usize),
+        Some(n) => {
+            return Err(format!("key `max_concurrency`: {n} must be 1 or more"));
+        }
+    };
+    Ok(ManifestFunction {
+        spec: FunctionSpec {
+            name,
+            route,
+            kind,
+            env: raw.env.into_iter().collect(),
+            files,
+            outbound,
+            timeout,
+            max_memory,
+            max_concurrency,
+        },
+        source,
+    })
+}
+
+fn normalize_route(route: &str) -> Result<String, String> {
+    if !route.starts_with('/') {
+        return Err(format!(
+            "key `route`: `{route}` must start with /, e.g. \"/hello\""
+        ));
+    }
+    if route.contains(['?', '#', ' ', '*']) {
+        return Err(format!(
+            "key `route`: `{route}` is a path prefix and may not contain ?, #, * or spaces"
+        ));
+    }
+    let trimmed = if route.len() > 1 {
+        route.trim_end_matches('/')
+    } else {
+        route
+    };
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if trimmed == "/_wedge" || trimmed.starts_with("/_wedge/") {
+        return Err(format!(
+            "key `route`: `{route}` is reserved for wedge's own endpoints (/_wedge)"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AppManifest, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::create_dir(dir.path().join("assets")).unwrap();
+        AppManifest::parse(text, &dir.path().join("wedge.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_function() {
+        let app = parse(
+            r#"
+            [[function]]
+            name = "hello"
+            source = "f.wasm"
+            route = "/hello/"
+            kind = "http"
+            env = { GREETING = "hi" }
+            files = { "/static" = "assets" }
+            allowed_outbound_hosts = ["http://127.0.0.1:8080"]
+            timeout = "5s"
+            max_memory = "64MiB"
+            max_concurrency = 100
+            "#,
+        )
+        .unwrap();
+        let f = &app.functions[0].spec;
+        assert_eq!(f.route, "/hello");
+        assert_eq!(f.kind, Some(FunctionKind::Http));
+        assert_eq!(f.timeout, Duration::from_secs(5));
+        assert_eq!(f.max_memory, 64 << 20);
+        assert_eq!(f.max_concurrency, Some(100));
+        assert_eq!(f.files[0].guest, "/static");
+    }
+
+    #[test]
+    fn errors_name_the_function_the_key_and_the_fix() {
+        let cases = [
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\ntiemout = \"1s\"",
+                &["function `a`", "unknown field `tiemout`", "spelling"][..],
+            ),
+            (
+                "[[function]]\nname = \"A!\"\nsource = \"f.wasm\"\nroute = \"/a\"",
+                &["function `A!`", "key `name`", "a-z"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"nope.wasm\"\nroute = \"/a\"",
+                &["key `source`", "nope.wasm", "relative to the manifest"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"a\"",
+                &["key `route`", "must start with /"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/_wedge/x\"",
+                &["reserved"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\ntimeout = \"5\"",
+                &["key `timeout`", "250ms"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\nmax_memory = \"lots\"",
+                &["key `max_memory`", "64MiB"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\nkind = \"cgi\"",
+                &["key `kind`", "\"wagi\""],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\nmax_concurrency = 0",
+                &["key `max_concurrency`"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\nallowed_outbound_hosts = [\"localhost\"]",
+                &["key `allowed_outbound_hosts`", "scheme://host"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\nfiles = { \"/s\" = \"missing\" }",
+                &["key `files`", "not a directory"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\n[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/b\"",
+                &["key `name`", "unique"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nsource = \"f.wasm\"\nroute = \"/a\"\n[[function]]\nname = \"b\"\nsource = \"f.wasm\"\nroute = \"/a/\"",
+                &["function `b`", "already the route of function `a`"],
+            ),
+            (
+                "[[function]]\nname = \"a\"\nroute = \"/a\"",
+                &["function `a`", "missing field `source`"],
+            ),
+            (
+                "[[function]]\nsource = \"f.wasm\"\nroute = \"/a\"",
+                &["function #1", "missing field `name`"],
+            ),
+            ("functions = 1", &["top level", "`functions`"]),
+            ("", &["no functions"]),
+            ("[[function]\nname=", &["not valid TOML", "line 1"]),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err();
+            for needle in expected {
+                assert!(
+                    error.contains(needle),
+                    "{text:?}\n→ {error}\nlacks {needle:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A function: its configuration, its compiled and pre-linked code, and its live state
+//! (concurrency limit, metrics, log).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wedge_capabilities::Preopen;
+use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_engine::program::LoadError;
+use wedge_engine::{Program, WedgeEngine};
+
+use crate::http_kind::HttpExecutor;
+use crate::logs::FunctionLog;
+use crate::metrics::FunctionMetrics;
+use crate::wagi::WagiExecutor;
+
+/// How a request reaches a function's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// A component exporting `wasi:http/incoming-handler`.
+    Http,
+    /// A WASI preview 1 command module, run CGI-style.
+    Wagi,
+}
+
+impl FunctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FunctionKind::Http => "http",
+            FunctionKind::Wagi => "wagi",
+        }
+    }
+}
+
+impl std::fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A function's configuration, validated (see `wedge-control` for where it comes from).
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    /// A path prefix without a trailing slash (or `/`).
+    pub route: String,
+    /// As stated in the configuration; `None` to detect it from the binary.
+    pub kind: Option<FunctionKind>,
+    pub env: Vec<(String, String)>,
+    /// Read-only directories.
+    pub files: Vec<Preopen>,
+    pub outbound: OutboundPolicy,
+    /// Wall-clock deadline per request.
+    pub timeout: Duration,
+    /// Limit of each linear memory, in bytes.
+    pub max_memory: u64,
+    /// Requests this function may handle at once; `None` for the gateway's global limit.
+    pub max_concurrency: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFunctionError {
+    #[error("{0}")]
+    Program(#[from] LoadError),
+    #[error(
+        "it is neither kind of function: {found}. An `http` function is a component exporting wasi:http/incoming-handler (WASI 0.2); a `wagi` function is a WASI preview 1 command module exporting `_start`"
+    )]
+    NeitherKind { found: String },
+    #[error(
+        "kind = \"{stated}\", but the binary is {found}; remove `kind` to detect it, or point `source` at a {stated} function"
+    )]
+    KindMismatch { stated: FunctionKind, found: String },
+    #[error("it imports `{import}`, which its grants do not provide. {hint}")]
+    MissingImport { import: String, hint: String },
+    #[error("it cannot be linked: {0}")]
+    Link(String),
+}
+
+pub(crate) enum Executor {
+    Http(HttpExecutor),
+    Wagi(WagiExecutor),
+}
+
+/// A loaded function, ready to serve.
+pub struct Function {
+    pub spec: FunctionSpec,
+    pub kind: FunctionKind,
+    pub(crate) executor: Executor,
+    pub(crate) concurrency: Option<Arc<Semaphore>>,
+    pub(crate) outbound: Arc<OutboundPolicy>,
+    pub(crate) name: Arc<str>,
+    pub metrics: FunctionMetrics,
+    pub log: FunctionLog,
+}
+
+impl Function {
+    /// Checks the kind, links the imports against the grants and pre-instantiates, so that
+    /// every later request only instantiates.
+    pub fn load(
+        engine: &WedgeEngine,
+        spec: FunctionSpec,
+        program: Program,
+    ) -> Result<Self, LoadFunctionError> {
+        let (kind, executor) = match program {
+            Program::Component(component) => {
+                if !exports_incoming_handler(engine, &component) {
+                    let exports: Vec<String> = component
+                        .component_type()
+                        .exports(engine.engine())
+                        .map(|(name, _)| name.to_string())
+                        .collect();
+                    return Err(LoadFunctionError::NeitherKind {
+                        found: format!(
+                            "a component that does not export wasi:http/incoming-handler (it exports: {})",
+                            if exports.is_empty() {
+                                "nothing".into()
+                            } else {
+                                exports.join(", ")
+                            }
+                        ),
+                    });
+                }
+                check_stated(
+                    spec.kind,
+                    FunctionKind::Http,
+                    "a component (an `http` function)",
+                )?;
+                (
+                    FunctionKind::Http,
+                    Executor::Http(HttpExecutor::new(engine, &component)?),
+                )
+            }
+            Program::Module(module) => {
+                if !matches!(
+                    module.get_export("_start"),
+                    Some(wasmtime::ExternType::Func(_))
+                ) {
+                    return Err(LoadFunctionError::NeitherKind {
+                        found: "a core module without a `_start` export (a library, not a command)"
+                            .into(),
+                    });
+                }
+                check_stated(
+                    spec.kind,
+                    FunctionKind::Wagi,
+                    "a core module (a `wagi` function)",
+                )?;
+                (
+                    FunctionKind::Wagi,
+                    Executor::Wagi(WagiExecutor::new(engine, &module)?),
+                )
+            }
+        };
+        Ok(Self {
+            concurrency: spec.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            outbound: Arc::new(spec.outbound.clone()),
+            name: Arc::from(spec.name.as_str()),
+            spec,
+            kind,
+            executor,
+            metrics: FunctionMetrics::default(),
+            log: FunctionLog::default(),
+        })
+    }
+}
+
+fn check_stated(
+    stated: Option<FunctionKind>,
+    found: FunctionKind,
+    description: &str,
+) -> Result<(), LoadFunctionError> {
+    match stated {
+        Some(stated) if stated != found => Err(LoadFunctionError::KindMismatch {
+            stated,
+            found: description.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn exports_incoming_handler(
+    engine: &WedgeEngine,
+    component: &wasmtime::component::Component,
+) -> bool {
+    component
+        .component_type()
+        .exports(engine.engine())
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"))
+}

@@ -1,0 +1,341 @@
+//! `http` functions: components exporting `wasi:http/incoming-handler`.
+//!
+//! Each request gets a fresh instance from the function's `ProxyPre`. The guest runs in its
+//! own task so it can keep streaming the response body after the headers have gone out; the
+//! request body streams into the guest the same way, so neither sits whole in memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wedge_capabilities::http_outbound::OutboundHooks;
+use wedge_engine::WedgeEngine;
+use wedge_engine::limits::{GuestLimiter, Limits};
+use wedge_engine::outcome::GuestFailure;
+
+use crate::capture::CapturePipe;
+use crate::function::{Function, LoadFunctionError};
+use crate::logs::Stream;
+use crate::response::{self, Body, BodyError, REQUEST_ID_HEADER};
+use crate::{deadline, wagi};
+
+/// Bytes of stdout and of stderr kept per request for the function's log.
+pub(crate) const CAPTURE_LIMIT: usize = 64 * 1024;
+
+pub(crate) struct HttpState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundHooks,
+    limiter: GuestLimiter,
+}
+
+impl WasiView for HttpState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+pub(crate) struct HttpExecutor {
+    pre: ProxyPre<HttpState>,
+}
+
+/// What one request needs besides the request itself.
+pub(crate) struct RequestContext {
+    pub request_id: String,
+    pub deadline: Instant,
+    pub max_body_size: u64,
+    /// Concurrency permits, held until the guest is done (not just until the headers).
+    pub permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// How a guest's run ended.
+pub(crate) enum RunOutcome {
+    Finished,
+    Exited(i32),
+    Failed(GuestFailure),
+}
+
+impl HttpExecutor {
+    pub fn new(
+        engine: &WedgeEngine,
+        component: &wasmtime::component::Component,
+    ) -> Result<Self, LoadFunctionError> {
+        let mut linker = Linker::<HttpState>::new(engine.engine());
+        // All of WASI 0.2 (toolchains such as Rust std, componentize-js and componentize-py
+        // import wasi:cli and wasi:filesystem) plus wasi:http. What a function may actually
+        // reach is decided per function by its WasiCtx (no preopens but its `files`, no
+        // sockets) and its outbound allow-list.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| LoadFunctionError::Link(format!("{e:#}")))?;
+        let instance_pre = linker.instantiate_pre(component).map_err(|error| {
+            let engine = engine.engine();
+            let missing = component
+                .component_type()
+                .imports(engine)
+                .map(|(name, _)| name.to_string())
+                .find(|name| {
+                    !wedge_capabilities::wasi::is_provided_p2_import(name)
+                        && !name.starts_with("wasi:http/")
+                });
+            match missing {
+                Some(import) => LoadFunctionError::MissingImport {
+                    hint: "No grant of `wedge serve` provides it: remove the import, or build the component for the wasi:http/proxy world.".into(),
+                    import,
+                },
+                None => LoadFunctionError::Link(format!("{error:#}")),
+            }
+        })?;
+        let pre =
+            ProxyPre::new(instance_pre).map_err(|e| LoadFunctionError::Link(format!("{e:#}")))?;
+        Ok(Self { pre })
+    }
+
+    pub async fn handle(
+        &self,
+        function: Arc<Function>,
+        request: Request<hyper::body::Incoming>,
+        context: RequestContext,
+    ) -> Response<Body> {
+        let request_id = context.request_id.clone();
+        let stdout = CapturePipe::new(CAPTURE_LIMIT);
+        let stderr = CapturePipe::new(CAPTURE_LIMIT);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&function.spec.env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        if let Err(message) = wagi::grant_files(&mut wasi, &function) {
+            return response::error(StatusCode::INTERNAL_SERVER_ERROR, &request_id, &message);
+        }
+        let state = HttpState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundHooks::new(
+                function.outbound.clone(),
+                function.name.clone(),
+                Arc::from(request_id.as_str()),
+            ),
+            limiter: GuestLimiter::new(&Limits {
+                max_memory: Some(function.spec.max_memory),
+                ..Limits::default()
+            }),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        deadline::apply(&mut store, context.deadline);
+
+        // The body streams into the guest, cut off past the size limit.
+        let max_body = context.max_body_size;
+        let request = request.map(move |body| {
+            Limited::new(body, max_body as usize).map_err(move |error| {
+                match error.downcast::<hyper::Error>() {
+                    Ok(hyper_error) => wasmtime_wasi_http::Error::Hyper(*hyper_error),
+                    Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body)),
+                }
+            })
+        });
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(sender)?)));
+        let (guest_request, outparam) = match prepared {
+            Ok(pair) => pair,
+            Err(error) => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    &request_id,
+                    &format!("{error:#}"),
+                );
+            }
+        };
+
+        let pre = self.pre.clone();
+        let task_function = function.clone();
+        let task_request_id = request_id.clone();
+        let permits = context.permits;
+        let guest_deadline = tokio::time::Instant::from_std(context.deadline + deadline::TICK * 4);
+        let task = tokio::spawn(async move {
+            let _permits = permits;
+            let run = tokio::time::timeout_at(guest_deadline, async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                task_function
+                    .metrics
+                    .instantiation
+                    .observe(started.elapsed());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, guest_request, outparam)
+                    .await
+            })
+            .await;
+            let refused = store.data().limiter.refused();
+            drop(store);
+            let outcome = match run {
+                Ok(Ok(())) => RunOutcome::Finished,
+                Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    Some(exit) => RunOutcome::Exited(exit.0),
+                    None => RunOutcome::Failed(GuestFailure::classify(&error, refused)),
+                },
+                Err(_elapsed) => RunOutcome::Failed(GuestFailure::Timeout),
+            };
+            finish(&task_function, &task_request_id, &stdout, &stderr, &outcome);
+            outcome
+        });
+
+        let headers =
+            tokio::time::timeout_at(tokio::time::Instant::from_std(context.deadline), receiver)
+                .await;
+        match headers {
+            Ok(Ok(Ok(guest_response))) => {
+                let mut guest_response = guest_response.map(|body| {
+                    body.map_err(|error| Box::new(error) as BodyError)
+                        .boxed_unsync()
+                });
+                if let Ok(value) = hyper::header::HeaderValue::from_str(&request_id) {
+                    guest_response
+                        .headers_mut()
+                        .insert(REQUEST_ID_HEADER, value);
+                }
+                guest_response
+            }
+            Ok(Ok(Err(code))) => response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &request_id,
+                &format!(
+                    "function `{}` answered with the error {code:?}",
+                    function.spec.name
+                ),
+            ),
+            // The guest ended without answering: how it ended decides the status.
+            Ok(Err(_no_response)) => {
+                let outcome = task.await.unwrap_or(RunOutcome::Failed(GuestFailure::Trap {
+                    reason: "the guest task failed".into(),
+                    backtrace: Vec::new(),
+                    memory_limit: None,
+                }));
+                failure_response(&function, &request_id, &outcome)
+            }
+            Err(_elapsed) => failure_response(
+                &function,
+                &request_id,
+                &RunOutcome::Failed(GuestFailure::Timeout),
+            ),
+        }
+    }
+}
+
+/// Moves the guest's output into the function's log and records how the run ended.
+pub(crate) fn finish(
+    function: &Function,
+    request_id: &str,
+    stdout: &CapturePipe,
+    stderr: &CapturePipe,
+    outcome: &RunOutcome,
+) {
+    let name = &function.spec.name;
+    let (bytes, dropped) = stdout.take();
+    function
+        .log
+        .push_output(name, request_id, Stream::Stdout, &bytes, dropped);
+    let (bytes, dropped) = stderr.take();
+    function
+        .log
+        .push_output(name, request_id, Stream::Stderr, &bytes, dropped);
+    if let RunOutcome::Failed(failure) = outcome {
+        match failure {
+            GuestFailure::Timeout => function
+                .metrics
+                .timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            _ => function
+                .metrics
+                .traps
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let note = match failure {
+            GuestFailure::Timeout => format!(
+                "the request ran past the function's timeout of {} and was stopped",
+                wedge_engine::units::format_duration(function.spec.timeout)
+            ),
+            other => format!("the guest {other}"),
+        };
+        for line in note.lines() {
+            function.log.push(name, request_id, Stream::Wedge, line);
+        }
+    }
+}
+
+/// The response for a guest that did not answer.
+pub(crate) fn failure_response(
+    function: &Function,
+    request_id: &str,
+    outcome: &RunOutcome,
+) -> Response<Body> {
+    let name = &function.spec.name;
+    match outcome {
+        RunOutcome::Failed(GuestFailure::Timeout) => response::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_id,
+            &format!(
+                "function `{name}` did not answer within its timeout of {}",
+                wedge_engine::units::format_duration(function.spec.timeout)
+            ),
+        ),
+        RunOutcome::Failed(GuestFailure::Trap {
+            reason,
+            memory_limit,
+            ..
+        }) => {
+            let cause = if memory_limit.is_some() {
+                format!(
+                    "function `{name}` trapped: {reason} (it had reached its memory limit of {})",
+                    wedge_engine::units::format_size(function.spec.max_memory)
+                )
+            } else {
+                format!("function `{name}` trapped: {reason}")
+            };
+            response::error(StatusCode::INTERNAL_SERVER_ERROR, request_id, &cause)
+        }
+        RunOutcome::Failed(GuestFailure::OutOfFuel) => response::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            request_id,
+            &format!("function `{name}` ran out of fuel"),
+        ),
+        RunOutcome::Exited(code) => response::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            request_id,
+            &format!("function `{name}` exited with status {code} without answering"),
+        ),
+        RunOutcome::Finished => response::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            request_id,
+            &format!("function `{name}` returned without sending a response"),
+        ),
+    }
+}

@@ -1,0 +1,317 @@
+//! The gateway: accept, route, admit, dispatch, answer; and graceful shutdown.
+//!
+//! The request path is a stack of small steps, each in plain sight in `handle`:
+//! internal endpoints → route → global admission → per-function admission → body-size
+//! check → the function's executor → metrics and the request's log line.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wedge_engine::engine::PoolingOptions;
+use wedge_engine::{EngineOptions, WedgeEngine};
+
+use crate::function::{Executor, Function};
+use crate::http_kind::RequestContext;
+use crate::response::{self, Body};
+use crate::router::Router;
+use crate::{deadline, metrics, request_id};
+
+/// Gateway-wide limits.
+#[derive(Debug, Clone)]
+pub struct GatewayLimits {
+    /// Requests handled at once across all functions; beyond it, 503.
+    pub max_concurrency: usize,
+    /// Largest request body accepted; beyond it, 413.
+    pub max_body_size: u64,
+    /// Time a client has to send its request headers (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers); beyond it, 431.
+    pub max_header_bytes: usize,
+    /// How long requests in flight may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 256,
+            max_body_size: 64 << 20,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Engine options for serving: the pooling allocator sized for the concurrency limit.
+/// A component holds several core instances and memories (its module plus adapters and
+/// shims), so the pool has room for several of each per request.
+pub fn engine_options(limits: &GatewayLimits, largest_memory: u64) -> EngineOptions {
+    EngineOptions {
+        fuel_metering: false,
+        interruptible: true,
+        pooling: Some(PoolingOptions {
+            total_instances: limits.max_concurrency as u32,
+            max_memory_size: usize::try_from(largest_memory).unwrap_or(usize::MAX),
+        }),
+    }
+}
+
+pub struct Gateway {
+    engine: WedgeEngine,
+    router: Router,
+    limits: GatewayLimits,
+    global: Arc<Semaphore>,
+    metrics: metrics::GatewayMetrics,
+}
+
+impl Gateway {
+    pub fn new(engine: WedgeEngine, functions: Vec<Function>, limits: GatewayLimits) -> Arc<Self> {
+        deadline::start_ticker(engine.engine().clone());
+        Arc::new(Self {
+            engine,
+            router: Router::new(functions.into_iter().map(Arc::new).collect()),
+            global: Arc::new(Semaphore::new(limits.max_concurrency)),
+            limits,
+            metrics: metrics::GatewayMetrics::default(),
+        })
+    }
+
+    pub fn engine(&self) -> &WedgeEngine {
+        &self.engine
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &Arc<Function>> + Clone {
+        self.router.functions()
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish (bounded by
+    /// `shutdown_timeout`) and returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let local = listener.local_addr()?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(pair) => pair,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.clone();
+                    let service = service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(request, local, remote).await) }
+                    });
+                    let connection = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(self.limits.header_timeout)
+                        .max_buf_size(self.limits.max_header_bytes.max(8192))
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, %remote, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: no new connections; waiting for requests in flight");
+        match tokio::time::timeout(self.limits.shutdown_timeout, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("all requests finished"),
+            Err(_) => tracing::warn!(
+                timeout = ?self.limits.shutdown_timeout,
+                "requests still in flight at the shutdown timeout were cut off"
+            ),
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let request_id = request_id::next();
+        let started = Instant::now();
+        let path = request.uri().path().to_string();
+
+        if let Some(response) = self.internal(&path, &request_id) {
+            return response;
+        }
+        let Some(function) = self.router.route(&path).cloned() else {
+            self.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "wedge::request", status = 404, method = %request.method(), path, request_id, "no route");
+            return response::error(
+                StatusCode::NOT_FOUND,
+                &request_id,
+                &format!("no function serves {path}"),
+            );
+        };
+
+        let method = request.method().clone();
+        let response = self
+            .admit_and_run(&function, request, &request_id, local, remote)
+            .await;
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        function.metrics.record_response(status, elapsed);
+        tracing::info!(
+            target: "wedge::request",
+            function = %function.spec.name,
+            status,
+            duration_us = elapsed.as_micros() as u64,
+            %method,
+            path,
+            request_id,
+        );
+        response
+    }
+
+    async fn admit_and_run(
+        &self,
+        function: &Arc<Function>,
+        request: Request<hyper::body::Incoming>,
+        request_id: &str,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let mut permits = Vec::with_capacity(2);
+        match self.global.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => {
+                self.metrics.rejected_global.fetch_add(1, Ordering::Relaxed);
+                return over_capacity(request_id, "the server is at its concurrency limit");
+            }
+        }
+        if let Some(limit) = &function.concurrency {
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => {
+                    function.metrics.rejections.fetch_add(1, Ordering::Relaxed);
+                    return over_capacity(
+                        request_id,
+                        &format!(
+                            "function `{}` is at its concurrency limit",
+                            function.spec.name
+                        ),
+                    );
+                }
+            }
+        }
+        let declared_length = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > self.limits.max_body_size) {
+            self.metrics
+                .rejected_body_size
+                .fetch_add(1, Ordering::Relaxed);
+            return response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                request_id,
+                &format!(
+                    "the request body is larger than the limit of {}",
+                    wedge_engine::units::format_size(self.limits.max_body_size)
+                ),
+            );
+        }
+
+        let context = RequestContext {
+            request_id: request_id.to_string(),
+            deadline: Instant::now() + function.spec.timeout,
+            max_body_size: self.limits.max_body_size,
+            permits,
+        };
+        function.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(function.clone());
+        match &function.executor {
+            Executor::Http(executor) => executor.handle(function.clone(), request, context).await,
+            Executor::Wagi(executor) => {
+                executor
+                    .handle(function.clone(), request, context, local, remote)
+                    .await
+            }
+        }
+    }
+
+    /// `/_wedge/...`: health and metrics. (The deploy API will live here too.)
+    fn internal(&self, path: &str, request_id: &str) -> Option<Response<Body>> {
+        let text = |content_type: &'static str, body: String| {
+            let mut response = Response::new(response::full(body));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            response
+        };
+        match path {
+            "/_wedge/health" => Some(text("text/plain; charset=utf-8", "ok\n".into())),
+            "/_wedge/metrics" => {
+                let functions = self
+                    .router
+                    .functions()
+                    .map(|f| (f.spec.name.as_str(), &f.metrics));
+                Some(text(
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::render(&self.metrics, functions),
+                ))
+            }
+            _ if path == "/_wedge" || path.starts_with("/_wedge/") => Some(response::error(
+                StatusCode::NOT_FOUND,
+                request_id,
+                &format!(
+                    "{path} is not a wedge endpoint (there are /_wedge/health and /_wedge/metrics)"
+                ),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Decrements the function's in-flight gauge when the request is done (or dropped).
+struct InFlight(Arc<Function>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn over_capacity(request_id: &str, why: &str) -> Response<Body> {
+    let mut response = response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        request_id,
+        &format!("{why}; retry shortly"),
+    );
+    response.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    response
+}

@@ -1,0 +1,428 @@
+//! `wagi` functions: WASI preview 1 command modules run CGI-style, as the WAGI convention
+//! defines it. The request line and headers become environment variables, the body is the
+//! guest's stdin, and the guest's stdout is headers, a blank line, then the body.
+//!
+//! CGI cannot stream: the request body is read (up to the size limit) before the guest
+//! starts, and the response is parsed after it exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use wasmtime::{InstancePre, Linker, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wedge_engine::WedgeEngine;
+use wedge_engine::limits::{GuestLimiter, Limits};
+use wedge_engine::outcome::GuestFailure;
+
+use crate::capture::CapturePipe;
+use crate::deadline;
+use crate::function::{Function, LoadFunctionError};
+use crate::http_kind::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
+use crate::logs::Stream;
+use crate::response::{self, Body, REQUEST_ID_HEADER};
+
+/// The most a WAGI guest may write as its response (headers and body).
+const MAX_OUTPUT: usize = 32 * 1024 * 1024;
+
+pub(crate) struct WagiState {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+pub(crate) struct WagiExecutor {
+    pre: InstancePre<WagiState>,
+}
+
+/// Read-only preopens of a function's `files`.
+pub(crate) fn grant_files(builder: &mut WasiCtxBuilder, function: &Function) -> Result<(), String> {
+    for preopen in &function.spec.files {
+        builder
+            .preopened_dir(
+                &preopen.host,
+                &preopen.guest,
+                wasmtime_wasi::FsPerms::ReadOnly,
+            )
+            .map_err(|error| {
+                format!(
+                    "function `{}` cannot open its files directory `{}`: {error:#}",
+                    function.spec.name,
+                    preopen.host.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
+impl WagiExecutor {
+    pub fn new(engine: &WedgeEngine, module: &wasmtime::Module) -> Result<Self, LoadFunctionError> {
+        let mut linker = Linker::<WagiState>::new(engine.engine());
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi)
+            .map_err(|e| LoadFunctionError::Link(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(module).map_err(|error| {
+            match module
+                .imports()
+                .find(|import| import.module() != wedge_capabilities::wasi::PREVIEW1_MODULE)
+            {
+                Some(import) => LoadFunctionError::MissingImport {
+                    import: format!("{}::{}", import.module(), import.name()),
+                    hint: wedge_capabilities::import_hint(import.module(), import.name())
+                        .unwrap_or("No grant of `wedge serve` provides it: remove the import or rebuild the module without it.")
+                        .to_string(),
+                },
+                None => LoadFunctionError::Link(format!("{error:#}")),
+            }
+        })?;
+        Ok(Self { pre })
+    }
+
+    pub async fn handle(
+        &self,
+        function: Arc<Function>,
+        request: Request<hyper::body::Incoming>,
+        context: RequestContext,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let request_id = context.request_id.as_str();
+        let _permits = context.permits;
+        let deadline = tokio::time::Instant::from_std(context.deadline);
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout_at(
+            deadline,
+            Limited::new(body, context.max_body_size as usize).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return response::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    request_id,
+                    &format!(
+                        "the request body is larger than the limit of {}",
+                        wedge_engine::units::format_size(context.max_body_size)
+                    ),
+                );
+            }
+            Ok(Err(error)) => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    request_id,
+                    &format!("cannot read the request body: {error}"),
+                );
+            }
+            Err(_) => {
+                return response::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    request_id,
+                    "the request body did not arrive within the function's timeout",
+                );
+            }
+        };
+
+        let stdout = CapturePipe::new(MAX_OUTPUT);
+        let stderr = CapturePipe::new(CAPTURE_LIMIT);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&[function.spec.route.as_str()])
+            .envs(&cgi_environment(
+                &function,
+                &parts,
+                body.len(),
+                local,
+                remote,
+            ))
+            .envs(&function.spec.env)
+            .stdin(MemoryInputPipe::new(body))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        if let Err(message) = grant_files(&mut wasi, &function) {
+            return response::error(StatusCode::INTERNAL_SERVER_ERROR, request_id, &message);
+        }
+        let state = WagiState {
+            wasi: wasi.build_p1(),
+            limiter: GuestLimiter::new(&Limits {
+                max_memory: Some(function.spec.max_memory),
+                ..Limits::default()
+            }),
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        deadline::apply(&mut store, context.deadline);
+
+        let guest_deadline = deadline + deadline::TICK * 4;
+        let run = tokio::time::timeout_at(guest_deadline, async {
+            let started = Instant::now();
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            function.metrics.instantiation.observe(started.elapsed());
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        })
+        .await;
+        let refused = store.data().limiter.refused();
+        drop(store);
+        let outcome = match run {
+            Ok(Ok(())) => RunOutcome::Finished,
+            Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) if exit.0 == 0 => RunOutcome::Finished,
+                Some(exit) => RunOutcome::Exited(exit.0),
+                None => RunOutcome::Failed(GuestFailure::classify(&error, refused)),
+            },
+            Err(_elapsed) => RunOutcome::Failed(GuestFailure::Timeout),
+        };
+        let (output, dropped) = stdout.take();
+        finish(
+            &function,
+            request_id,
+            &CapturePipe::new(0),
+            &stderr,
+            &outcome,
+        );
+        if !matches!(outcome, RunOutcome::Finished) {
+            return failure_response(&function, request_id, &outcome);
+        }
+        if dropped > 0 {
+            return bad_gateway(
+                &function,
+                request_id,
+                &format!(
+                    "its output is larger than the limit of {}",
+                    wedge_engine::units::format_size(MAX_OUTPUT as u64)
+                ),
+            );
+        }
+        match parse_cgi_output(&output) {
+            Ok((status, headers, body)) => {
+                let mut response = Response::new(response::full(body));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                if let Ok(value) = HeaderValue::from_str(request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                response
+            }
+            Err(problem) => bad_gateway(&function, request_id, &problem),
+        }
+    }
+}
+
+fn bad_gateway(function: &Function, request_id: &str, problem: &str) -> Response<Body> {
+    let message = format!(
+        "function `{}` wrote a malformed CGI response: {problem}",
+        function.spec.name
+    );
+    function
+        .log
+        .push(&function.spec.name, request_id, Stream::Wedge, &message);
+    response::error(StatusCode::BAD_GATEWAY, request_id, &message)
+}
+
+/// The CGI/WAGI variables for one request.
+fn cgi_environment(
+    function: &Function,
+    parts: &hyper::http::request::Parts,
+    content_length: usize,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Vec<(String, String)> {
+    let route = function.spec.route.as_str();
+    let path = parts.uri.path();
+    let path_info = if route == "/" {
+        path
+    } else {
+        path.strip_prefix(route).unwrap_or("")
+    };
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let server_name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let header = |name: HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut env = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("wedge/", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
+        ("SERVER_NAME".into(), server_name.to_string()),
+        ("SERVER_PORT".into(), local.port().to_string()),
+        ("REQUEST_METHOD".into(), parts.method.to_string()),
+        (
+            "SCRIPT_NAME".into(),
+            if route == "/" {
+                String::new()
+            } else {
+                route.to_string()
+            },
+        ),
+        ("PATH_INFO".into(), path_info.to_string()),
+        ("PATH_TRANSLATED".into(), path_info.to_string()),
+        (
+            "QUERY_STRING".into(),
+            parts.uri.query().unwrap_or_default().to_string(),
+        ),
+        (
+            "REQUEST_URI".into(),
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        ),
+        ("X_MATCHED_ROUTE".into(), route.to_string()),
+        (
+            "X_FULL_URL".into(),
+            format!(
+                "http://{host}{}",
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            ),
+        ),
+        ("REMOTE_ADDR".into(), remote.ip().to_string()),
+        ("REMOTE_HOST".into(), remote.ip().to_string()),
+        ("CONTENT_TYPE".into(), header(hyper::header::CONTENT_TYPE)),
+        ("CONTENT_LENGTH".into(), content_length.to_string()),
+    ];
+    for (name, value) in &parts.headers {
+        // Authorization stays out of the environment, as CGI servers do: a function that
+        // needs it should be an `http` function, which sees every header.
+        if name == hyper::header::AUTHORIZATION {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            let var = format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            );
+            env.push((var, value.to_string()));
+        }
+    }
+    env
+}
+
+/// Splits CGI output into status, headers and body.
+pub(crate) fn parse_cgi_output(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let (head, body) = split_head(output).ok_or_else(|| {
+        if output.is_empty() {
+            "it wrote nothing (a response needs at least a Content-Type header and a blank line)"
+                .to_string()
+        } else {
+            "there is no blank line ending the headers".to_string()
+        }
+    })?;
+    let head = std::str::from_utf8(head).map_err(|_| "the headers are not UTF-8".to_string())?;
+    let mut headers = HeaderMap::new();
+    let mut status = None;
+    for (number, line) in head.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!(
+                "header line {} is not `Name: value`: {line:?}",
+                number + 1
+            ));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or_default();
+            status = Some(
+                code.parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("`Status: {value}` has no valid status code"))?,
+            );
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("header line {} has an invalid name: {line:?}", number + 1))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("header line {} has an invalid value: {line:?}", number + 1))?;
+        headers.append(name, value);
+    }
+    let has_location = headers.contains_key(hyper::header::LOCATION);
+    if status.is_none() && !has_location && !headers.contains_key(hyper::header::CONTENT_TYPE) {
+        return Err("it has none of Content-Type, Location or Status".into());
+    }
+    let status = status.unwrap_or(if has_location {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok((status, headers, Bytes::copy_from_slice(body)))
+}
+
+/// Finds the blank line: `\n\n` or `\r\n\r\n`, whichever comes first.
+fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
+    let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let (at, len) = match (lf, crlf) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => {
+            // Headers only, no body: the output may end right after the last header line.
+            return None;
+        }
+    };
+    Some((&output[..at], &output[at + len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_location_and_headers() {
+        let (status, headers, body) =
+            parse_cgi_output(b"Content-Type: text/plain\nX-A: 1\n\nhello").unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-a"], "1");
+        assert_eq!(body, "hello");
+        let (status, _, _) =
+            parse_cgi_output(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n").unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, headers, _) = parse_cgi_output(b"Location: /x\n\n").unwrap();
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(headers["location"], "/x");
+    }
+
+    #[test]
+    fn malformed_output_says_what_is_wrong() {
+        for (output, says) in [
+            (&b""[..], "wrote nothing"),
+            (b"just text with no headers", "no blank line"),
+            (b"not a header\n\nbody", "not `Name: value`"),
+            (b"Status: abc\n\n", "no valid status code"),
+            (b"X-Only: 1\n\n", "none of Content-Type"),
+        ] {
+            let error = parse_cgi_output(output).unwrap_err();
+            assert!(error.contains(says), "{error}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh checkout on a fresh Debian 12 machine:
+# installs the guest toolchains, builds the guest programs from examples/, then runs
+# every unit and end-to-end test. `.ci/run` calls exactly this.
+set -euo pipefail
+if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
+cd "$(dirname "$0")/.."
+
+scripts/setup-toolchains.sh
+scripts/build-guests.sh
+# One profile for everything (dev, with dependencies optimised: see Cargo.toml), so the
+# Quick-start command and the tests share one build.
+cargo test --workspace --locked "$@"
