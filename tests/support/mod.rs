@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -18,16 +20,20 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A guest built from examples/ by scripts/build-guests.sh. A missing guest fails the test
 /// with the command that builds it: a test that cannot run its real guest must not pass.
 pub fn guest(name: &str) -> PathBuf {
-    let dir = std::env::var_os("WEDGE_GUESTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/guests"));
-    let path = dir.join(name);
+    let path = guest_dir().join(name);
     assert!(
         path.exists(),
         "guest {} is missing: build the guests with scripts/build-guests.sh (scripts/test.sh does)",
         path.display()
     );
     path
+}
+
+/// Where scripts/build-guests.sh puts the guests (`WEDGE_GUESTS` overrides).
+pub fn guest_dir() -> PathBuf {
+    std::env::var_os("WEDGE_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/guests"))
 }
 
 /// A `wedge` command with a private cache directory and no logging from the environment.
@@ -134,4 +140,5 @@ pub mod status {
     pub const TIMEOUT: i32 = 132;
     pub const OUT_OF_FUEL: i32 = 133;
     pub const INTERNAL: i32 = 134;
+    pub const CONFIG: i32 = 135;
 }

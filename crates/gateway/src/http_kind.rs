@@ -113,12 +113,16 @@ impl HttpExecutor {
         Ok(Self { pre })
     }
 
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
         function: Arc<Function>,
-        request: Request<hyper::body::Incoming>,
+        request: Request<B>,
         context: RequestContext,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
         let request_id = context.request_id.clone();
         let stdout = CapturePipe::new(CAPTURE_LIMIT);
         let stderr = CapturePipe::new(CAPTURE_LIMIT);
@@ -151,9 +155,12 @@ impl HttpExecutor {
         let max_body = context.max_body_size;
         let request = request.map(move |body| {
             Limited::new(body, max_body as usize).map_err(move |error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
+                }
                 match error.downcast::<hyper::Error>() {
                     Ok(hyper_error) => wasmtime_wasi_http::Error::Hyper(*hyper_error),
-                    Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body)),
+                    Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
                 }
             })
         });

@@ -150,12 +150,18 @@ impl Gateway {
         Ok(())
     }
 
-    async fn handle(
+    /// Handles one request, whatever its body type: the server passes hyper's, benchmarks
+    /// and tests may pass an in-memory one.
+    pub async fn handle<B>(
         self: Arc<Self>,
-        request: Request<hyper::body::Incoming>,
+        request: Request<B>,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::response::BodyError>,
+    {
         let request_id = request_id::next();
         let started = Instant::now();
         let path = request.uri().path().to_string();
@@ -172,6 +178,24 @@ impl Gateway {
                 &format!("no function serves {path}"),
             );
         };
+
+        // hyper bounds its read buffer; this bounds what a function is handed, exactly.
+        let head_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+            + request.uri().to_string().len();
+        if head_bytes > self.limits.max_header_bytes {
+            return response::error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &request_id,
+                &format!(
+                    "the request line and headers are larger than the limit of {}",
+                    wedge_engine::units::format_size(self.limits.max_header_bytes as u64)
+                ),
+            );
+        }
 
         let method = request.method().clone();
         let response = self
@@ -192,14 +216,18 @@ impl Gateway {
         response
     }
 
-    async fn admit_and_run(
+    async fn admit_and_run<B>(
         &self,
         function: &Arc<Function>,
-        request: Request<hyper::body::Incoming>,
+        request: Request<B>,
         request_id: &str,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::response::BodyError>,
+    {
         let mut permits = Vec::with_capacity(2);
         match self.global.clone().try_acquire_owned() {
             Ok(permit) => permits.push(permit),

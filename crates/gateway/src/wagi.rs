@@ -82,14 +82,18 @@ impl WagiExecutor {
         Ok(Self { pre })
     }
 
-    pub async fn handle(
+    pub async fn handle<B>(
         &self,
         function: Arc<Function>,
-        request: Request<hyper::body::Incoming>,
+        request: Request<B>,
         context: RequestContext,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Response<Body> {
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::response::BodyError>,
+    {
         let request_id = context.request_id.as_str();
         let _permits = context.permits;
         let deadline = tokio::time::Instant::from_std(context.deadline);
