@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Quick start: set up everything on a fresh Debian 12 machine and run wedge's main job on
-# embedded defaults. Today that is `wedge run` on the example programs (the HTTP gateway,
-# `wedge serve`, is the next milestone).
+# Quick start: on a fresh Debian 12 machine, install the guest toolchains, build the example
+# functions and wedge, then serve the example app (examples/app/wedge.toml) on embedded
+# defaults and print its URLs. Stop it with ctrl-c.
+#
+# LISTEN=127.0.0.1:3000 by default.
 set -euo pipefail
 if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
 cd "$(dirname "$0")/.."
 
+scripts/setup-toolchains.sh
 scripts/build-guests.sh
+# The same profile as the tests (dev, with optimised dependencies), so both Quick-start
+# commands share one build.
 cargo build --locked -p wedge
-wedge=target/debug/wedge
-
+listen="${LISTEN:-127.0.0.1:3000}"
 echo
-echo "== wedge run target/guests/hello.wasm (a C program, WASI preview 1)"
-$wedge run --env GREETING=hello target/guests/hello.wasm from the quick start
+echo "Try:  curl http://$listen/hello"
+echo "      curl -d 'some body' 'http://$listen/probe/echo?x=1' -i"
+echo "      curl 'http://$listen/wagi/echo?name=value'"
+echo "      curl http://$listen/_wedge/metrics"
 echo
-echo "== wedge run target/guests/hello-component.wasm (a Rust component, WASI 0.2)"
-$wedge run target/guests/hello-component.wasm from the quick start
-echo
-echo "== wedge run --invoke add_i32 tests/fixtures/numeric.wat 40 2"
-$wedge run --invoke add_i32 tests/fixtures/numeric.wat 40 2
-echo
-echo "Try next:  $wedge run --help    (binary: $wedge)"
+exec target/debug/wedge serve --app examples/app/wedge.toml --listen "$listen"

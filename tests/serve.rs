@@ -483,3 +483,15 @@ fn binaries_that_cannot_be_served_stop_start_up() {
         &["function `f`", "not WebAssembly"],
     );
 }
+
+#[test]
+fn the_example_app_of_the_quick_start_serves() {
+    let manifest = std::fs::read_to_string(support::root().join("examples/app/wedge.toml"))
+        .unwrap()
+        .replace("../../target/guests", "{guests}");
+    let server = Server::start(&manifest, &[]);
+    assert_eq!(get(&server.url("/hello")).text(), "hello from wedge\n");
+    assert_eq!(get(&server.url("/hello-wagi")).text(), "hello from wagi\n");
+    assert_eq!(get(&server.url("/probe/counter")).text(), "1");
+    assert!(get(&server.url("/wagi/echo?a=b")).text().contains("query=a=b"));
+}

