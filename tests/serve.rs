@@ -36,6 +36,19 @@ route = "/wagi"
 timeout = "1s"
 "#;
 
+/// Waits (bounded) until `function` has a request in flight, so a test can act while it is.
+fn wait_in_flight(server: &Server, function: &str) {
+    let needle = format!("wedge_in_flight_requests{{function=\"{function}\"}} 1");
+    let started = std::time::Instant::now();
+    while !get(&server.url("/_wedge/metrics")).text().contains(&needle) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{function} never got busy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn pseudo_random(len: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     (0..len)
@@ -326,7 +339,7 @@ route = "/hello"
     let server = Server::start(app, &[]);
     let slow = server.url("/probe/sleep?ms=1500");
     let first = std::thread::spawn(move || get(&slow));
-    std::thread::sleep(Duration::from_millis(400));
+    wait_in_flight(&server, "probe");
     let second = get(&server.url("/probe/sleep?ms=10"));
     assert_eq!(second.status, 503, "{}", second.text());
     assert_eq!(second.header("retry-after"), Some("1"));
@@ -340,7 +353,8 @@ route = "/hello"
     let server = Server::start(app, &["--max-concurrency", "1"]);
     let slow = server.url("/probe/sleep?ms=1500");
     let first = std::thread::spawn(move || get(&slow));
-    std::thread::sleep(Duration::from_millis(400));
+    // (The metrics endpoint is not a function: it is answered even at the global limit.)
+    wait_in_flight(&server, "probe");
     let other = get(&server.url("/hello"));
     assert_eq!(other.status, 503);
     assert_eq!(other.header("retry-after"), Some("1"));
@@ -391,7 +405,7 @@ fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let mut server = Server::start(APP, &[]);
     let slow = server.url("/probe/sleep?ms=800");
     let in_flight = std::thread::spawn(move || get(&slow));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_in_flight(&server, "probe");
     let code = server.terminate();
     let reply = in_flight.join().unwrap();
     assert_eq!(reply.status, 200);
@@ -493,5 +507,9 @@ fn the_example_app_of_the_quick_start_serves() {
     assert_eq!(get(&server.url("/hello")).text(), "hello from wedge\n");
     assert_eq!(get(&server.url("/hello-wagi")).text(), "hello from wagi\n");
     assert_eq!(get(&server.url("/probe/counter")).text(), "1");
-    assert!(get(&server.url("/wagi/echo?a=b")).text().contains("query=a=b"));
+    assert!(
+        get(&server.url("/wagi/echo?a=b"))
+            .text()
+            .contains("query=a=b")
+    );
 }

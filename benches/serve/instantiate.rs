@@ -67,7 +67,12 @@ fn main() {
                 let started = Instant::now();
                 let response = gateway.clone().handle(request, address, address).await;
                 let status = response.status();
-                let body = response.into_body().collect().await.expect("body").to_bytes();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
                 let elapsed = started.elapsed();
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                 // The first tenth warms caches and the pool; it is not measured.
