@@ -567,6 +567,13 @@ fn unprovided_imports_are_named_with_what_provides_them() {
         .one_error_paragraph()
         .stderr_has("`wasi:http/outgoing-handler@0.2.0`")
         .stderr_has("wedge serve");
+    // An HTTP handler is not a command: wedge says to serve it.
+    wedge
+        .run(&["run", guest("http-hello.wasm").to_str().unwrap()])
+        .expect_code(status::MISSING_IMPORT)
+        .one_error_paragraph()
+        .stderr_has("it is an HTTP handler")
+        .stderr_has("wedge serve");
 }
 
 #[test]

@@ -491,6 +491,22 @@ fn binaries_that_cannot_be_served_stop_start_up() {
         status::MISSING_IMPORT,
         &["function `f`", "env::host_log", "grants do not provide"],
     );
+    // A .cwasm is for `wedge run`; serve compiles (and caches) the .wasm itself.
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("hello.cwasm");
+    support::Wedge::new()
+        .run(&[
+            "compile",
+            guest("http-hello.wasm").to_str().unwrap(),
+            "-o",
+            artifact.to_str().unwrap(),
+        ])
+        .expect_code(0);
+    start_fails(
+        &function(artifact.to_str().unwrap(), ""),
+        status::BAD_PROGRAM,
+        &["made by `wedge compile`", "give `wedge serve` the .wasm"],
+    );
     start_fails(
         &function("{fixtures}/../support/mod.rs", ""),
         status::BAD_PROGRAM,

@@ -504,6 +504,18 @@ impl Guest<'_> {
     ) -> Failure {
         let engine = self.engine.engine();
         let ty = component.component_type();
+        if ty
+            .exports(engine)
+            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler"))
+        {
+            return Failure::new(
+                Status::MissingImport,
+                anyhow!(
+                    "cannot run `{}`: it is an HTTP handler (it exports wasi:http/incoming-handler), not a command; serve it with `wedge serve` (docs/serve.md)",
+                    self.name()
+                ),
+            );
+        }
         if let Some((name, _)) = ty
             .imports(engine)
             .find(|(name, _)| !wasi::is_provided_p2_import(name))

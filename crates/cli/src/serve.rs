@@ -103,6 +103,14 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let bytes = std::fs::read(&entry.source)
             .with_context(|| format!("{where_}: cannot read the source"))
             .status(Status::NoInput)?;
+        if wedge_engine::artifact::is_artifact(&bytes) {
+            return Err(Failure::new(
+                Status::BadProgram,
+                anyhow!(
+                    "{where_}: it is a .cwasm made by `wedge compile`, which is for `wedge run`; give `wedge serve` the .wasm (it compiles and caches it itself)"
+                ),
+            ));
+        }
         let (program, _) = Loader::new(&engine, cache.as_ref())
             .with_source_path(&entry.source)
             .load(&bytes)

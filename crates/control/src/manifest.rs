@@ -55,6 +55,8 @@ pub enum ManifestError {
     Read { path: PathBuf, reason: String },
     #[error("`{path}` is not valid TOML: {reason}")]
     Syntax { path: PathBuf, reason: String },
+    #[error("`{path}`: `function` must be an array of tables: write [[function]], not [function]")]
+    NotAnArray { path: PathBuf },
     #[error(
         "`{path}` has no functions: add at least one [[function]] table with name, source and route"
     )]
@@ -96,11 +98,8 @@ impl AppManifest {
         let entries = match table.get("function") {
             Some(toml::Value::Array(entries)) => entries.clone(),
             Some(_) => {
-                return Err(ManifestError::Syntax {
+                return Err(ManifestError::NotAnArray {
                     path: path.to_path_buf(),
-                    reason:
-                        "`function` must be an array of tables: write [[function]], not [function]"
-                            .into(),
                 });
             }
             None => Vec::new(),
@@ -412,6 +411,10 @@ mod tests {
                 &["function #1", "missing field `name`"],
             ),
             ("functions = 1", &["top level", "`functions`"]),
+            (
+                "[function]\nname = \"a\"",
+                &["[[function]], not [function]"],
+            ),
             ("", &["no functions"]),
             ("[[function]\nname=", &["not valid TOML", "line 1"]),
         ];

@@ -78,6 +78,11 @@ impl WedgeEngine {
             pool.total_memories(programs.saturating_mul(4));
             pool.total_tables(programs.saturating_mul(8));
             pool.max_memory_size(pooling.max_memory_size);
+            // Resetting a slot for reuse by memset beats madvise plus fresh page faults for
+            // the first pages a request touches (stack, globals, a small heap).
+            pool.linear_memory_keep_resident(1 << 20);
+            pool.table_keep_resident(64 << 10);
+            pool.async_stack_keep_resident(64 << 10);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine =

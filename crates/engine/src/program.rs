@@ -254,7 +254,10 @@ impl<'a> Loader<'a> {
                 Err(error) => {
                     tracing::warn!(key = key.as_str(), %error, "discarding damaged cache entry");
                     cache.discard(&key);
-                    rebuilt_because = Some(error.to_string());
+                    rebuilt_because = Some(match error {
+                        LoadError::DamagedArtifact(damage) => damage.to_string(),
+                        other => other.to_string(),
+                    });
                 }
             }
         }

@@ -76,6 +76,9 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(engine: WedgeEngine, functions: Vec<Function>, limits: GatewayLimits) -> Arc<Self> {
+        // Host errors can reach a guest as text (a failed body read, say); with
+        // RUST_BACKTRACE set they would carry wedge's own stack trace to a tenant.
+        wasmtime::error::disable_backtrace();
         deadline::start_ticker(engine.engine().clone());
         Arc::new(Self {
             engine,

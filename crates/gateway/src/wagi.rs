@@ -308,7 +308,11 @@ fn cgi_environment(
     for (name, value) in &parts.headers {
         // Authorization stays out of the environment, as CGI servers do: a function that
         // needs it should be an `http` function, which sees every header.
-        if name == hyper::header::AUTHORIZATION {
+        // Content-Type and Content-Length are already CONTENT_TYPE and CONTENT_LENGTH.
+        if name == hyper::header::AUTHORIZATION
+            || name == hyper::header::CONTENT_TYPE
+            || name == hyper::header::CONTENT_LENGTH
+        {
             continue;
         }
         if let Ok(value) = value.to_str() {
@@ -319,6 +323,8 @@ fn cgi_environment(
             env.push((var, value.to_string()));
         }
     }
+    // The function's own `env` wins over a request variable of the same name.
+    env.retain(|(name, _)| !function.spec.env.iter().any(|(own, _)| own == name));
     env
 }
 
