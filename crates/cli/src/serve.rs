@@ -127,28 +127,84 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         functions.push(function);
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Thread per core: each worker runs a single-threaded runtime and accepts on its own
+    // handle of the one listening socket. A request, its guest task and its response body
+    // then stay on one thread: measured in-process, the cross-thread wake-ups of a
+    // work-stealing runtime cost more than the instantiation itself.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (sockets, local) = bind_listeners(args.listen, workers)
+        .with_context(|| format!("cannot listen on {}", args.listen))
+        .status(Status::Internal)?;
+    let gateway = Gateway::new(engine, functions, limits);
+    print_urls(&gateway, local);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::with_capacity(workers);
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let gateway = gateway.clone();
+        let mut stopped = stopped.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("wedge-worker-{index}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start a worker's async runtime")?;
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(socket).context("cannot listen")?;
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    gateway
+                        .serve(listener, stop)
+                        .await
+                        .context("the server failed")
+                })
+            })
+            .context("cannot start a worker thread")
+            .status(Status::Internal)?;
+        handles.push(handle);
+    }
+
+    let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the signal handler")
         .status(Status::Internal)?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))
-            .status(Status::Internal)?;
-        let local = listener
-            .local_addr()
-            .context("cannot read the listening address")
-            .status(Status::Internal)?;
-        let gateway = Gateway::new(engine, functions, limits);
-        print_urls(&gateway, local);
-        gateway
-            .serve(listener, shutdown_signal())
-            .await
-            .context("the server failed")
-            .status(Status::Internal)
-    })
+    signals.block_on(shutdown_signal());
+    let _ = stop.send(true);
+    let mut result = Ok(());
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => result = Err(Failure::new(Status::Internal, error)),
+            Err(_) => {
+                result = Err(Failure::new(
+                    Status::Internal,
+                    anyhow!("a worker thread panicked"),
+                ))
+            }
+        }
+    }
+    result
+}
+
+/// The listening socket, bound once (so a taken port is an error, never a shared one), and a
+/// handle of it for each worker.
+fn bind_listeners(
+    address: SocketAddr,
+    count: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 1..count.max(1) {
+        listeners.push(listener.try_clone()?);
+    }
+    listeners.push(listener);
+    Ok((listeners, local))
 }
 
 fn load_failure(where_: &str, error: LoadError) -> Failure {
