@@ -77,6 +77,8 @@ fn hello_in_both_kinds_and_the_urls_are_printed() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "hello from wedge\n");
     assert!(reply.header("x-wedge-request-id").is_some());
+    // A small body that is complete at once goes out whole, with a content-length.
+    assert_eq!(reply.header("content-length"), Some("17"));
 
     let reply = get(&server.url("/hello-wagi"));
     assert_eq!(reply.status, 200);
@@ -117,6 +119,8 @@ fn http_echo_of_method_uri_headers_and_a_multi_megabyte_streamed_body() {
     let reply = get(&server.url("/probe/big?bytes=20000000"));
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 20_000_000);
+    // A large body streams: it is never gathered whole.
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
 
     // The function's env grant reaches it.
     assert_eq!(

@@ -220,10 +220,12 @@ impl HttpExecutor {
                 .await;
         match headers {
             Ok(Ok(Ok(guest_response))) => {
-                let mut guest_response = guest_response.map(|body| {
-                    body.map_err(|error| Box::new(error) as BodyError)
-                        .boxed_unsync()
-                });
+                let (parts, body) = guest_response.into_parts();
+                let body = body
+                    .map_err(|error| Box::new(error) as BodyError)
+                    .boxed_unsync();
+                let mut guest_response =
+                    Response::from_parts(parts, coalesce_small_body(body).await);
                 if let Ok(value) = hyper::header::HeaderValue::from_str(&request_id) {
                     guest_response
                         .headers_mut()
@@ -344,5 +346,111 @@ pub(crate) fn failure_response(
             request_id,
             &format!("function `{name}` returned without sending a response"),
         ),
+    }
+}
+
+/// The most of a response body that is gathered before the headers go out.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// A guest's body is a stream, which hyper would send chunked, in several writes. Most
+/// function responses are small and complete by the time the guest has set its headers (the
+/// guest runs on this thread, so one yield lets it finish): such a body is sent whole, with a
+/// `content-length`, in one write. A body that is large or still being produced streams as
+/// before, starting with what was already gathered.
+async fn coalesce_small_body(mut body: Body) -> Body {
+    use hyper::body::Body as _;
+    let mut gathered = bytes::BytesMut::new();
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+        // A no-op waker: this only takes what is ready now; `Pending` ends the gathering.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            match std::pin::Pin::new(&mut body).poll_frame(&mut context) {
+                std::task::Poll::Ready(None) => return response::full(gathered.freeze()),
+                std::task::Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        gathered.extend_from_slice(&data);
+                        if gathered.len() > COALESCE_LIMIT {
+                            return Prefixed::body(gathered.freeze(), body);
+                        }
+                    }
+                    // Trailers: keep them, stream the rest as is.
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok();
+                        return Prefixed::with_trailers(gathered.freeze(), trailers, body);
+                    }
+                },
+                std::task::Poll::Ready(Some(Err(error))) => {
+                    return Prefixed::failed(gathered.freeze(), error);
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+    }
+    Prefixed::body(gathered.freeze(), body)
+}
+
+/// A body that yields already-gathered bytes (and trailers) first, then the rest.
+struct Prefixed {
+    prefix: Option<bytes::Bytes>,
+    trailers: Option<hyper::HeaderMap>,
+    error: Option<BodyError>,
+    rest: Option<Body>,
+}
+
+impl Prefixed {
+    fn body(prefix: bytes::Bytes, rest: Body) -> Body {
+        Self {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            trailers: None,
+            error: None,
+            rest: Some(rest),
+        }
+        .boxed_unsync()
+    }
+
+    fn with_trailers(prefix: bytes::Bytes, trailers: Option<hyper::HeaderMap>, rest: Body) -> Body {
+        Self {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            trailers,
+            error: None,
+            rest: Some(rest),
+        }
+        .boxed_unsync()
+    }
+
+    fn failed(prefix: bytes::Bytes, error: BodyError) -> Body {
+        Self {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            trailers: None,
+            error: Some(error),
+            rest: None,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BodyError>>> {
+        use std::task::Poll;
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(prefix))));
+        }
+        if let Some(trailers) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::trailers(trailers))));
+        }
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => std::pin::Pin::new(rest).poll_frame(context),
+            None => Poll::Ready(None),
+        }
     }
 }
