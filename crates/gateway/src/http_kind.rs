@@ -186,7 +186,7 @@ impl HttpExecutor {
         let task_request_id = request_id.clone();
         let permits = context.permits;
         let guest_deadline = tokio::time::Instant::from_std(context.deadline + deadline::TICK * 4);
-        let task = tokio::spawn(async move {
+        let guest = async move {
             let _permits = permits;
             let run = tokio::time::timeout_at(guest_deadline, async {
                 let started = Instant::now();
@@ -213,11 +213,25 @@ impl HttpExecutor {
             };
             finish(&task_function, &task_request_id, &stdout, &stderr, &outcome);
             outcome
-        });
+        };
 
-        let headers =
-            tokio::time::timeout_at(tokio::time::Instant::from_std(context.deadline), receiver)
-                .await;
+        // Run the guest right here until it either finishes or sets its response. Most
+        // handlers finish in one go, so no task is spawned for them; one that sets its
+        // headers and keeps going (a streaming body) moves to its own task to continue.
+        let mut guest = Box::pin(guest);
+        let mut receiver = receiver;
+        let headers_deadline = tokio::time::Instant::from_std(context.deadline);
+        let headers = tokio::select! {
+            biased;
+            outcome = &mut guest => match receiver.try_recv() {
+                Ok(answer) => Ok(Ok(answer)),
+                Err(_) => return failure_response(&function, &request_id, &outcome),
+            },
+            headers = tokio::time::timeout_at(headers_deadline, &mut receiver) => {
+                tokio::spawn(guest);
+                headers
+            }
+        };
         match headers {
             Ok(Ok(Ok(guest_response))) => {
                 let (parts, body) = guest_response.into_parts();
@@ -241,14 +255,10 @@ impl HttpExecutor {
                     function.spec.name
                 ),
             ),
-            // The guest ended without answering: how it ended decides the status.
+            // The sender was dropped without an answer while the guest went on: it ends on
+            // its own (its deadline bounds it); report a missing response.
             Ok(Err(_no_response)) => {
-                let outcome = task.await.unwrap_or(RunOutcome::Failed(GuestFailure::Trap {
-                    reason: "the guest task failed".into(),
-                    backtrace: Vec::new(),
-                    memory_limit: None,
-                }));
-                failure_response(&function, &request_id, &outcome)
+                failure_response(&function, &request_id, &RunOutcome::Finished)
             }
             Err(_elapsed) => failure_response(
                 &function,
@@ -360,8 +370,10 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 async fn coalesce_small_body(mut body: Body) -> Body {
     use hyper::body::Body as _;
     let mut gathered = bytes::BytesMut::new();
-    for _ in 0..2 {
-        tokio::task::yield_now().await;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::task::yield_now().await;
+        }
         // A no-op waker: this only takes what is ready now; `Pending` ends the gathering.
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         loop {
