@@ -352,6 +352,21 @@ impl Guest<'_> {
         component: &wasmtime::component::Component,
         grants: WasiGrants,
     ) -> Result<u8, Failure> {
+        // An HTTP handler imports wasi:http, which `run` does not link: say what it is before
+        // linking would report the first missing import.
+        if component
+            .component_type()
+            .exports(self.engine.engine())
+            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler"))
+        {
+            return Err(Failure::new(
+                Status::MissingImport,
+                anyhow!(
+                    "cannot run `{}`: it is an HTTP handler (it exports wasi:http/incoming-handler), not a command; serve it with `wedge serve` (docs/serve.md)",
+                    self.name()
+                ),
+            ));
+        }
         let mut linker = wasmtime::component::Linker::<ComponentState>::new(self.engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow!("{e}"))
@@ -375,15 +390,10 @@ impl Guest<'_> {
                 .exports(engine)
                 .map(|(name, _)| name.to_string())
                 .collect();
-            let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler")) {
-                " It is an HTTP handler (it exports wasi:http/incoming-handler): serve it with `wedge serve` instead."
-            } else {
-                ""
-            };
             Failure::new(
                 Status::BadProgram,
                 anyhow!(
-                    "cannot run `{}`: it is a component but not a WASI command (it does not export wasi:cli/run). Its exports: {}.{hint}",
+                    "cannot run `{}`: it is a component but not a WASI command (it does not export wasi:cli/run). Its exports: {}.",
                     self.name(),
                     if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
                 ),
@@ -504,18 +514,6 @@ impl Guest<'_> {
     ) -> Failure {
         let engine = self.engine.engine();
         let ty = component.component_type();
-        if ty
-            .exports(engine)
-            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler"))
-        {
-            return Failure::new(
-                Status::MissingImport,
-                anyhow!(
-                    "cannot run `{}`: it is an HTTP handler (it exports wasi:http/incoming-handler), not a command; serve it with `wedge serve` (docs/serve.md)",
-                    self.name()
-                ),
-            );
-        }
         if let Some((name, _)) = ty
             .imports(engine)
             .find(|(name, _)| !wasi::is_provided_p2_import(name))

@@ -165,6 +165,39 @@ impl Function {
     }
 }
 
+impl Function {
+    /// Read-only preopens of the function's `files`.
+    pub(crate) fn grant_files(
+        &self,
+        builder: &mut wasmtime_wasi::WasiCtxBuilder,
+    ) -> Result<(), String> {
+        for preopen in &self.spec.files {
+            builder
+                .preopened_dir(
+                    &preopen.host,
+                    &preopen.guest,
+                    wasmtime_wasi::FsPerms::ReadOnly,
+                )
+                .map_err(|error| {
+                    format!(
+                        "function `{}` cannot open its files directory `{}`: {error:#}",
+                        self.spec.name,
+                        preopen.host.display()
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A fresh limiter for one request's store, with the function's memory limit.
+    pub(crate) fn limiter(&self) -> wedge_engine::limits::GuestLimiter {
+        wedge_engine::limits::GuestLimiter::new(&wedge_engine::limits::Limits {
+            max_memory: Some(self.spec.max_memory),
+            ..wedge_engine::limits::Limits::default()
+        })
+    }
+}
+
 fn check_stated(
     stated: Option<FunctionKind>,
     found: FunctionKind,

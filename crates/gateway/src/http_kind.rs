@@ -1,15 +1,15 @@
 //! `http` functions: components exporting `wasi:http/incoming-handler`.
 //!
-//! Each request gets a fresh instance from the function's `ProxyPre`. The guest runs in its
-//! own task so it can keep streaming the response body after the headers have gone out; the
-//! request body streams into the guest the same way, so neither sits whole in memory.
+//! Each request gets a fresh instance from the function's `ProxyPre`. The guest runs inline
+//! until it answers; one that keeps writing its body after its headers moves to a task of its
+//! own, so the response streams. The request body streams into the guest the same way, so
+//! neither sits whole in memory.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -18,17 +18,15 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wedge_capabilities::http_outbound::OutboundHooks;
 use wedge_engine::WedgeEngine;
-use wedge_engine::limits::{GuestLimiter, Limits};
+use wedge_engine::limits::GuestLimiter;
 use wedge_engine::outcome::GuestFailure;
 
 use crate::capture::CapturePipe;
+use crate::deadline;
 use crate::function::{Function, LoadFunctionError};
+use crate::guest::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
 use crate::logs::Stream;
 use crate::response::{self, Body, BodyError, REQUEST_ID_HEADER};
-use crate::{deadline, wagi};
-
-/// Bytes of stdout and of stderr kept per request for the function's log.
-pub(crate) const CAPTURE_LIMIT: usize = 64 * 1024;
 
 pub(crate) struct HttpState {
     wasi: WasiCtx,
@@ -59,22 +57,6 @@ impl WasiHttpView for HttpState {
 
 pub(crate) struct HttpExecutor {
     pre: ProxyPre<HttpState>,
-}
-
-/// What one request needs besides the request itself.
-pub(crate) struct RequestContext {
-    pub request_id: String,
-    pub deadline: Instant,
-    pub max_body_size: u64,
-    /// Concurrency permits, held until the guest is done (not just until the headers).
-    pub permits: Vec<OwnedSemaphorePermit>,
-}
-
-/// How a guest's run ended.
-pub(crate) enum RunOutcome {
-    Finished,
-    Exited(i32),
-    Failed(GuestFailure),
 }
 
 impl HttpExecutor {
@@ -130,7 +112,7 @@ impl HttpExecutor {
         wasi.envs(&function.spec.env)
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        if let Err(message) = wagi::grant_files(&mut wasi, &function) {
+        if let Err(message) = function.grant_files(&mut wasi) {
             return response::error(StatusCode::INTERNAL_SERVER_ERROR, &request_id, &message);
         }
         let state = HttpState {
@@ -142,10 +124,7 @@ impl HttpExecutor {
                 function.name.clone(),
                 Arc::from(request_id.as_str()),
             ),
-            limiter: GuestLimiter::new(&Limits {
-                max_memory: Some(function.spec.max_memory),
-                ..Limits::default()
-            }),
+            limiter: function.limiter(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -203,15 +182,9 @@ impl HttpExecutor {
             .await;
             let refused = store.data().limiter.refused();
             drop(store);
-            let outcome = match run {
-                Ok(Ok(())) => RunOutcome::Finished,
-                Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                    Some(exit) => RunOutcome::Exited(exit.0),
-                    None => RunOutcome::Failed(GuestFailure::classify(&error, refused)),
-                },
-                Err(_elapsed) => RunOutcome::Failed(GuestFailure::Timeout),
-            };
-            finish(&task_function, &task_request_id, &stdout, &stderr, &outcome);
+            let outcome = RunOutcome::of(run, refused);
+            let output = [(Stream::Stdout, &stdout), (Stream::Stderr, &stderr)];
+            finish(&task_function, &task_request_id, &output, &outcome);
             outcome
         };
 
@@ -269,96 +242,6 @@ impl HttpExecutor {
     }
 }
 
-/// Moves the guest's output into the function's log and records how the run ended.
-pub(crate) fn finish(
-    function: &Function,
-    request_id: &str,
-    stdout: &CapturePipe,
-    stderr: &CapturePipe,
-    outcome: &RunOutcome,
-) {
-    let name = &function.spec.name;
-    let (bytes, dropped) = stdout.take();
-    function
-        .log
-        .push_output(name, request_id, Stream::Stdout, &bytes, dropped);
-    let (bytes, dropped) = stderr.take();
-    function
-        .log
-        .push_output(name, request_id, Stream::Stderr, &bytes, dropped);
-    if let RunOutcome::Failed(failure) = outcome {
-        match failure {
-            GuestFailure::Timeout => function
-                .metrics
-                .timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            _ => function
-                .metrics
-                .traps
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        let note = match failure {
-            GuestFailure::Timeout => format!(
-                "the request ran past the function's timeout of {} and was stopped",
-                wedge_engine::units::format_duration(function.spec.timeout)
-            ),
-            other => format!("the guest {other}"),
-        };
-        for line in note.lines() {
-            function.log.push(name, request_id, Stream::Wedge, line);
-        }
-    }
-}
-
-/// The response for a guest that did not answer.
-pub(crate) fn failure_response(
-    function: &Function,
-    request_id: &str,
-    outcome: &RunOutcome,
-) -> Response<Body> {
-    let name = &function.spec.name;
-    match outcome {
-        RunOutcome::Failed(GuestFailure::Timeout) => response::error(
-            StatusCode::GATEWAY_TIMEOUT,
-            request_id,
-            &format!(
-                "function `{name}` did not answer within its timeout of {}",
-                wedge_engine::units::format_duration(function.spec.timeout)
-            ),
-        ),
-        RunOutcome::Failed(GuestFailure::Trap {
-            reason,
-            memory_limit,
-            ..
-        }) => {
-            let cause = if memory_limit.is_some() {
-                format!(
-                    "function `{name}` trapped: {reason} (it had reached its memory limit of {})",
-                    wedge_engine::units::format_size(function.spec.max_memory)
-                )
-            } else {
-                format!("function `{name}` trapped: {reason}")
-            };
-            response::error(StatusCode::INTERNAL_SERVER_ERROR, request_id, &cause)
-        }
-        RunOutcome::Failed(GuestFailure::OutOfFuel) => response::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            request_id,
-            &format!("function `{name}` ran out of fuel"),
-        ),
-        RunOutcome::Exited(code) => response::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            request_id,
-            &format!("function `{name}` exited with status {code} without answering"),
-        ),
-        RunOutcome::Finished => response::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            request_id,
-            &format!("function `{name}` returned without sending a response"),
-        ),
-    }
-}
-
 /// The most of a response body that is gathered before the headers go out.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
@@ -383,23 +266,23 @@ async fn coalesce_small_body(mut body: Body) -> Body {
                     Ok(data) => {
                         gathered.extend_from_slice(&data);
                         if gathered.len() > COALESCE_LIMIT {
-                            return Prefixed::body(gathered.freeze(), body);
+                            return Prefixed::body(gathered.freeze(), None, None, Some(body));
                         }
                     }
                     // Trailers: keep them, stream the rest as is.
                     Err(frame) => {
                         let trailers = frame.into_trailers().ok();
-                        return Prefixed::with_trailers(gathered.freeze(), trailers, body);
+                        return Prefixed::body(gathered.freeze(), trailers, None, Some(body));
                     }
                 },
                 std::task::Poll::Ready(Some(Err(error))) => {
-                    return Prefixed::failed(gathered.freeze(), error);
+                    return Prefixed::body(gathered.freeze(), None, Some(error), None);
                 }
                 std::task::Poll::Pending => break,
             }
         }
     }
-    Prefixed::body(gathered.freeze(), body)
+    Prefixed::body(gathered.freeze(), None, None, Some(body))
 }
 
 /// A body that yields already-gathered bytes (and trailers) first, then the rest.
@@ -411,32 +294,19 @@ struct Prefixed {
 }
 
 impl Prefixed {
-    fn body(prefix: bytes::Bytes, rest: Body) -> Body {
-        Self {
-            prefix: Some(prefix).filter(|p| !p.is_empty()),
-            trailers: None,
-            error: None,
-            rest: Some(rest),
-        }
-        .boxed_unsync()
-    }
-
-    fn with_trailers(prefix: bytes::Bytes, trailers: Option<hyper::HeaderMap>, rest: Body) -> Body {
+    /// The gathered bytes, then trailers or an error if the guest's body produced one, then
+    /// whatever remains of it.
+    fn body(
+        prefix: bytes::Bytes,
+        trailers: Option<hyper::HeaderMap>,
+        error: Option<BodyError>,
+        rest: Option<Body>,
+    ) -> Body {
         Self {
             prefix: Some(prefix).filter(|p| !p.is_empty()),
             trailers,
-            error: None,
-            rest: Some(rest),
-        }
-        .boxed_unsync()
-    }
-
-    fn failed(prefix: bytes::Bytes, error: BodyError) -> Body {
-        Self {
-            prefix: Some(prefix).filter(|p| !p.is_empty()),
-            trailers: None,
-            error: Some(error),
-            rest: None,
+            error,
+            rest,
         }
         .boxed_unsync()
     }

@@ -11,6 +11,7 @@
 mod capture;
 mod deadline;
 pub mod function;
+mod guest;
 mod http_kind;
 pub mod logs;
 pub mod metrics;

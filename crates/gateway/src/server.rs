@@ -20,7 +20,7 @@ use wedge_engine::engine::PoolingOptions;
 use wedge_engine::{EngineOptions, WedgeEngine};
 
 use crate::function::{Executor, Function};
-use crate::http_kind::RequestContext;
+use crate::guest::RequestContext;
 use crate::response::{self, Body};
 use crate::router::Router;
 use crate::{deadline, metrics, request_id};

@@ -18,13 +18,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wedge_engine::WedgeEngine;
-use wedge_engine::limits::{GuestLimiter, Limits};
-use wedge_engine::outcome::GuestFailure;
+use wedge_engine::limits::GuestLimiter;
 
 use crate::capture::CapturePipe;
 use crate::deadline;
 use crate::function::{Function, LoadFunctionError};
-use crate::http_kind::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
+use crate::guest::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
 use crate::logs::Stream;
 use crate::response::{self, Body, REQUEST_ID_HEADER};
 
@@ -38,26 +37,6 @@ pub(crate) struct WagiState {
 
 pub(crate) struct WagiExecutor {
     pre: InstancePre<WagiState>,
-}
-
-/// Read-only preopens of a function's `files`.
-pub(crate) fn grant_files(builder: &mut WasiCtxBuilder, function: &Function) -> Result<(), String> {
-    for preopen in &function.spec.files {
-        builder
-            .preopened_dir(
-                &preopen.host,
-                &preopen.guest,
-                wasmtime_wasi::FsPerms::ReadOnly,
-            )
-            .map_err(|error| {
-                format!(
-                    "function `{}` cannot open its files directory `{}`: {error:#}",
-                    function.spec.name,
-                    preopen.host.display()
-                )
-            })?;
-    }
-    Ok(())
 }
 
 impl WagiExecutor {
@@ -146,15 +125,12 @@ impl WagiExecutor {
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        if let Err(message) = grant_files(&mut wasi, &function) {
+        if let Err(message) = function.grant_files(&mut wasi) {
             return response::error(StatusCode::INTERNAL_SERVER_ERROR, request_id, &message);
         }
         let state = WagiState {
             wasi: wasi.build_p1(),
-            limiter: GuestLimiter::new(&Limits {
-                max_memory: Some(function.spec.max_memory),
-                ..Limits::default()
-            }),
+            limiter: function.limiter(),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -171,21 +147,17 @@ impl WagiExecutor {
         .await;
         let refused = store.data().limiter.refused();
         drop(store);
-        let outcome = match run {
-            Ok(Ok(())) => RunOutcome::Finished,
-            Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) if exit.0 == 0 => RunOutcome::Finished,
-                Some(exit) => RunOutcome::Exited(exit.0),
-                None => RunOutcome::Failed(GuestFailure::classify(&error, refused)),
-            },
-            Err(_elapsed) => RunOutcome::Failed(GuestFailure::Timeout),
+        // A CGI program that exits 0 has answered, whether it returned or called exit.
+        let outcome = match RunOutcome::of(run, refused) {
+            RunOutcome::Exited(0) => RunOutcome::Finished,
+            other => other,
         };
+        // stdout is the response, not log output.
         let (output, dropped) = stdout.take();
         finish(
             &function,
             request_id,
-            &CapturePipe::new(0),
-            &stderr,
+            &[(Stream::Stderr, &stderr)],
             &outcome,
         );
         if !matches!(outcome, RunOutcome::Finished) {
