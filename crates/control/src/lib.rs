@@ -4,4 +4,4 @@
 
 pub mod manifest;
 
-pub use manifest::{AppManifest, ManifestError};
+pub use manifest::{AppManifest, ManifestError, Sources};

@@ -32,13 +32,25 @@ struct RawFunction {
     timeout: Option<String>,
     max_memory: Option<String>,
     max_concurrency: Option<i64>,
+    build: Option<String>,
 }
 
-/// One function of the app: its specification and where its binary is.
+/// One function of the app: its specification, where its binary is, and how it is built.
 #[derive(Debug, Clone)]
 pub struct ManifestFunction {
     pub spec: FunctionSpec,
     pub source: PathBuf,
+    /// The `build` command (run by `wedge build` with `sh -c` in `base_dir`), if any.
+    pub build: Option<String>,
+    /// The manifest's directory: relative paths and the build command start here.
+    pub base_dir: PathBuf,
+}
+
+/// Whether `source` must already exist: yes to serve, no to build it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sources {
+    MustExist,
+    MayBeMissing,
 }
 
 /// A parsed, validated manifest.
@@ -73,16 +85,27 @@ pub enum ManifestError {
 }
 
 impl AppManifest {
+    /// Loads a manifest to serve it: every `source` must exist.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        Self::load_with(path, Sources::MustExist)
+    }
+
+    /// Loads a manifest; `sources` says whether the binaries must exist yet (not before
+    /// `wedge build` has made them).
+    pub fn load_with(path: &Path, sources: Sources) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
             path: path.to_path_buf(),
             reason: error.to_string(),
         })?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, sources)
     }
 
     /// Parses `text` as the manifest at `path` (which anchors relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
+        Self::parse_with(text, path, Sources::MustExist)
+    }
+
+    pub fn parse_with(text: &str, path: &Path, sources: Sources) -> Result<Self, ManifestError> {
         let table: toml::Table = toml::from_str(text).map_err(|error| ManifestError::Syntax {
             path: path.to_path_buf(),
             reason: error.message().to_string() + &location(text, error.span()),
@@ -124,7 +147,7 @@ impl AppManifest {
             let raw: RawFunction = entry
                 .try_into()
                 .map_err(|error: toml::de::Error| fail(describe_serde_error(error.message())))?;
-            let function = validate(raw, base).map_err(&fail)?;
+            let function = validate(raw, base, sources).map_err(&fail)?;
             if let Some(other) = functions.iter().find(|f| f.spec.name == function.spec.name) {
                 return Err(fail(format!(
                     "key `name`: `{}` is used by another function too; names must be unique",
@@ -171,7 +194,7 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 }
 
 /// Checks every key of one function and resolves paths. The error names the key.
-fn validate(raw: RawFunction, base: &Path) -> Result<ManifestFunction, String> {
+fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestFunction, String> {
     let name = raw.name;
     if name.is_empty()
         || name.len() > 63
@@ -198,9 +221,16 @@ fn validate(raw: RawFunction, base: &Path) -> Result<ManifestFunction, String> {
     let source = base.join(&raw.source);
     match std::fs::metadata(&source) {
         Ok(meta) if meta.is_file() => {}
+        Err(_) if sources == Sources::MayBeMissing => {}
         Ok(_) => {
             return Err(format!(
                 "key `source`: `{}` is not a file",
+                source.display()
+            ));
+        }
+        Err(error) if raw.build.is_some() => {
+            return Err(format!(
+                "key `source`: cannot read `{}`: {error}; it is made by the function's `build` command: run `wedge build` (or `wedge serve --build`) first",
                 source.display()
             ));
         }
@@ -211,6 +241,14 @@ fn validate(raw: RawFunction, base: &Path) -> Result<ManifestFunction, String> {
             ));
         }
     }
+    let build = match raw.build {
+        Some(command) if command.trim().is_empty() => {
+            return Err(
+                "key `build`: the command is empty; write the shell command that makes `source`, or remove the key".into(),
+            );
+        }
+        other => other,
+    };
     for key in raw.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(format!("key `env`: `{key}` is not a valid variable name"));
@@ -281,6 +319,8 @@ fn validate(raw: RawFunction, base: &Path) -> Result<ManifestFunction, String> {
             max_concurrency,
         },
         source,
+        build,
+        base_dir: base.to_path_buf(),
     })
 }
 
@@ -345,6 +385,24 @@ mod tests {
         assert_eq!(f.max_memory, 64 << 20);
         assert_eq!(f.max_concurrency, Some(100));
         assert_eq!(f.files[0].guest, "/static");
+    }
+
+    #[test]
+    fn a_built_source_may_be_missing_until_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wedge.toml");
+        let text =
+            "[[function]]\nname = \"a\"\nsource = \"out/a.wasm\"\nroute = \"/a\"\nbuild = \"make\"";
+        let app = AppManifest::parse_with(text, &path, Sources::MayBeMissing).unwrap();
+        assert_eq!(app.functions[0].build.as_deref(), Some("make"));
+        assert_eq!(app.functions[0].base_dir, dir.path());
+        let error = AppManifest::parse(text, &path).unwrap_err().to_string();
+        assert!(error.contains("run `wedge build`"), "{error}");
+        let empty = text.replace("\"make\"", "\" \"");
+        let error = AppManifest::parse_with(&empty, &path, Sources::MayBeMissing)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("key `build`"), "{error}");
     }
 
     #[test]
