@@ -54,7 +54,7 @@ fn main() {
             max_concurrency: None,
         };
         let function = Function::load(&engine, spec, program).expect("load function");
-        let gateway = Gateway::new(engine, vec![function], limits);
+        let gateway = Gateway::new(engine, vec![std::sync::Arc::new(function)], limits);
         let address: SocketAddr = "127.0.0.1:3000".parse().expect("address");
 
         let samples = runtime.block_on(async {

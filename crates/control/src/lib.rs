@@ -1,7 +1,14 @@
-//! wedge-control: the control plane. Today: the app manifest (`wedge.toml`), validated into
-//! the gateway's function specifications with errors that name the function, the key and
-//! the fix.
+//! wedge-control: the control plane. The app manifest (`wedge.toml`) and a function's
+//! configuration keys, validated into the gateway's function specifications; the function
+//! store in the data dir; the deploy API; versions and the atomic swap of what is served.
 
+pub mod api;
+pub mod config;
 pub mod manifest;
+pub mod multipart;
+pub mod plane;
+pub mod store;
+pub mod token;
 
+pub use config::FunctionConfig;
 pub use manifest::{AppManifest, ManifestError, Sources};

@@ -3,17 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 use wedge_capabilities::Preopen;
-use wedge_capabilities::http_outbound::OutboundPolicy;
-use wedge_engine::units;
-use wedge_gateway::{FunctionKind, FunctionSpec};
+use wedge_gateway::FunctionSpec;
 
-/// Defaults for keys a function may leave out.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_MEMORY: u64 = 128 << 20;
+use crate::config::{self, FunctionConfig};
+pub use crate::config::{DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT};
 
 /// A function as written in the manifest: every key, unknown ones refused.
 #[derive(Debug, Deserialize)]
@@ -195,29 +191,21 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 
 /// Checks every key of one function and resolves paths. The error names the key.
 fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestFunction, String> {
-    let name = raw.name;
-    if name.is_empty()
-        || name.len() > 63
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        || name.starts_with('-')
-    {
-        return Err(format!(
-            "key `name`: `{name}` is not a valid name; use 1 to 63 characters of a-z, 0-9 and -, not starting with -"
-        ));
-    }
-    let route = normalize_route(&raw.route)?;
-    let kind = match raw.kind.as_deref() {
-        None => None,
-        Some("http") => Some(FunctionKind::Http),
-        Some("wagi") => Some(FunctionKind::Wagi),
-        Some(other) => {
-            return Err(format!(
-                "key `kind`: `{other}` is not a function kind; write \"http\" or \"wagi\", or leave it out to detect it from the binary"
-            ));
-        }
+    // The name first: a bad one is reported before anything else about the function.
+    config::check_name(&raw.name).map_err(|e| e.to_string())?;
+    let config = FunctionConfig {
+        route: Some(raw.route),
+        kind: raw.kind,
+        env: raw.env,
+        allowed_outbound_hosts: raw.allowed_outbound_hosts,
+        timeout: raw.timeout,
+        max_memory: raw.max_memory,
+        max_concurrency: raw.max_concurrency,
     };
+    // Keys in the order a reader meets them: route and kind before the source.
+    if let Some(route) = &config.route {
+        config::normalize_route(route).map_err(|e| e.to_string())?;
+    }
     let source = base.join(&raw.source);
     match std::fs::metadata(&source) {
         Ok(meta) if meta.is_file() => {}
@@ -249,11 +237,6 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
         }
         other => other,
     };
-    for key in raw.env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(format!("key `env`: `{key}` is not a valid variable name"));
-        }
-    }
     let mut files = Vec::new();
     for (guest, host) in &raw.files {
         if !guest.starts_with('/') {
@@ -274,84 +257,22 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
             read_only: true,
         });
     }
-    let outbound = OutboundPolicy::parse(&raw.allowed_outbound_hosts)
-        .map_err(|error| format!("key `allowed_outbound_hosts`: {error}"))?;
-    let timeout = match raw.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(text) => {
-            let timeout =
-                units::parse_duration(&text).map_err(|e| format!("key `timeout`: {e}"))?;
-            if timeout.is_zero() {
-                return Err("key `timeout`: it must be longer than zero".into());
-            }
-            timeout
-        }
-    };
-    let max_memory = match raw.max_memory {
-        None => DEFAULT_MAX_MEMORY,
-        Some(text) => {
-            let size = units::parse_size(&text).map_err(|e| format!("key `max_memory`: {e}"))?;
-            if size < 64 << 10 {
-                return Err(format!(
-                    "key `max_memory`: {text} is less than one WebAssembly page (64KiB)"
-                ));
-            }
-            size
-        }
-    };
-    let max_concurrency = match raw.max_concurrency {
-        None => None,
-        Some(n) if n >= 1 => Some(n as usize),
-        Some(n) => {
-            return Err(format!("key `max_concurrency`: {n} must be 1 or more"));
-        }
-    };
+    let spec = config
+        .to_spec(&raw.name, files)
+        .map_err(|e| e.to_string())?;
     Ok(ManifestFunction {
-        spec: FunctionSpec {
-            name,
-            route,
-            kind,
-            env: raw.env.into_iter().collect(),
-            files,
-            outbound,
-            timeout,
-            max_memory,
-            max_concurrency,
-        },
+        spec,
         source,
         build,
         base_dir: base.to_path_buf(),
     })
 }
 
-fn normalize_route(route: &str) -> Result<String, String> {
-    if !route.starts_with('/') {
-        return Err(format!(
-            "key `route`: `{route}` must start with /, e.g. \"/hello\""
-        ));
-    }
-    if route.contains(['?', '#', ' ', '*']) {
-        return Err(format!(
-            "key `route`: `{route}` is a path prefix and may not contain ?, #, * or spaces"
-        ));
-    }
-    let trimmed = if route.len() > 1 {
-        route.trim_end_matches('/')
-    } else {
-        route
-    };
-    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
-    if trimmed == "/_wedge" || trimmed.starts_with("/_wedge/") {
-        return Err(format!(
-            "key `route`: `{route}` is reserved for wedge's own endpoints (/_wedge)"
-        ));
-    }
-    Ok(trimmed.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use wedge_gateway::FunctionKind;
 
     fn parse(text: &str) -> Result<AppManifest, String> {
         let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,12 @@
 //! The transparent AOT cache: compiled artifacts on disk, keyed by what was compiled and how.
 //!
 //! The key is BLAKE3(engine fingerprint ‖ input bytes), so a different wedge build, CPU or
-//! compilation setting never sees another's entry. Entries are written to a temporary file
-//! and renamed into place, so a reader sees a whole entry or none; an entry damaged anyway
+//! compilation setting never sees another's entry. Entries are written durably
+//! (`durable::write_atomically`), so a reader sees a whole entry or none, and a deploy that
+//! was acknowledged finds its artifact after a crash; an entry damaged anyway
 //! (disk error, a hand edit) fails the artifact digest check and is discarded by the loader.
 //! The cache is an optimisation: failing to write it is logged, never fatal.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::Fingerprint;
@@ -71,16 +71,9 @@ impl ArtifactCache {
 
     /// Stores an entry atomically: temp file in the same directory, then rename.
     pub fn put(&self, key: &CacheKey, bytes: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let mut temp = tempfile_in(&self.dir)?;
-        temp.file.write_all(bytes)?;
-        temp.file.flush()?;
-        std::fs::rename(&temp.path, self.entry_path(key))?;
-        temp.persisted = true;
-        Ok(())
+        crate::durable::write_atomically(&self.entry_path(key), bytes)
     }
 
-    /// Removes an entry that failed verification.
     pub fn discard(&self, key: &CacheKey) {
         if let Err(error) = std::fs::remove_file(self.entry_path(key))
             && error.kind() != std::io::ErrorKind::NotFound
@@ -91,36 +84,6 @@ impl ArtifactCache {
 }
 
 /// A temporary file that is removed unless it was renamed into place.
-struct TempFile {
-    file: std::fs::File,
-    path: PathBuf,
-    persisted: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<TempFile> {
-    // Unique per process and call; `create_new` refuses to reuse a leftover name.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    Ok(TempFile {
-        file,
-        path,
-        persisted: false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

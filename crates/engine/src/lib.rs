@@ -4,13 +4,15 @@
 //! - [`EngineOptions`] / [`WedgeEngine`]: the one place where engine defaults are chosen.
 //! - [`program`]: detect what a file is (core module, component, WAT, wedge AOT artifact)
 //!   from its bytes, and load or compile it.
-//! - [`artifact`] and [`cache`]: the `.cwasm` format and the transparent on-disk AOT cache.
+//! - [`artifact`] and [`cache`]: the `.cwasm` format and the transparent on-disk AOT cache;
+//!   [`durable`]: whole-or-absent file writes.
 //! - [`limits`]: memory, fuel and wall-clock limits, and [`outcome`]: what a guest failure was.
 //!
 //! This crate knows nothing of HTTP, manifests or capability backends.
 
 pub mod artifact;
 pub mod cache;
+pub mod durable;
 pub mod engine;
 pub mod invoke;
 pub mod limits;

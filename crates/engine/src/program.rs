@@ -111,6 +111,13 @@ pub enum LoadError {
         "it was compiled without fuel metering, which --fuel needs; recompile it with `wedge compile --fuel FILE.wasm -o FILE.cwasm`, or run the .wasm"
     )]
     ArtifactWithoutFuel,
+    #[error(
+        "cannot store the compiled code in `{}`: {reason}; check that the directory is writable and the disk is not full", dir.display()
+    )]
+    Cache {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Detects the input format from the first bytes.
@@ -207,6 +214,9 @@ pub struct Loader<'a> {
     cache: Option<&'a ArtifactCache>,
     /// The input's file name, for positions in WAT syntax errors.
     source_path: Option<&'a std::path::Path>,
+    /// Whether failing to write the cache is an error (a deploy must not be acknowledged
+    /// before its artifact is on disk) rather than a warning (`wedge run`).
+    cache_required: bool,
 }
 
 impl<'a> Loader<'a> {
@@ -215,7 +225,14 @@ impl<'a> Loader<'a> {
             engine,
             cache,
             source_path: None,
+            cache_required: false,
         }
+    }
+
+    /// Makes a failed cache write an error (`LoadError::Cache`) instead of a warning.
+    pub fn requiring_cache(mut self) -> Self {
+        self.cache_required = true;
+        self
     }
 
     /// Names the input file, so that text syntax errors point at `file.wat:LINE:COL`.
@@ -264,13 +281,18 @@ impl<'a> Loader<'a> {
         let started = std::time::Instant::now();
         let program = self.compile(bytes)?;
         tracing::debug!(elapsed = ?started.elapsed(), "compiled");
-        match self.serialize(&program) {
-            Ok(artifact) => {
-                if let Err(error) = cache.put(&key, &artifact) {
-                    tracing::warn!(%error, dir = %cache.dir().display(), "cannot write the AOT cache");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot serialize for the AOT cache"),
+        let stored = self.serialize(&program).and_then(|artifact| {
+            cache
+                .put(&key, &artifact)
+                .map_err(|error| LoadError::Cache {
+                    dir: cache.dir().to_path_buf(),
+                    reason: error.to_string(),
+                })
+        });
+        match stored {
+            Ok(()) => {}
+            Err(error) if self.cache_required => return Err(error),
+            Err(error) => tracing::warn!(%error, "cannot write the AOT cache"),
         }
         let source = match rebuilt_because {
             Some(reason) => LoadSource::Rebuilt { reason },

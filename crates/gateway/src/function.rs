@@ -90,8 +90,10 @@ pub struct Function {
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     pub(crate) outbound: Arc<OutboundPolicy>,
     pub(crate) name: Arc<str>,
-    pub metrics: FunctionMetrics,
-    pub log: FunctionLog,
+    /// Metrics and log belong to the function's name, not to one version: a redeploy
+    /// hands them on (see `continue_history_of`).
+    pub metrics: Arc<FunctionMetrics>,
+    pub log: Arc<FunctionLog>,
 }
 
 impl Function {
@@ -159,9 +161,17 @@ impl Function {
             spec,
             kind,
             executor,
-            metrics: FunctionMetrics::default(),
-            log: FunctionLog::default(),
+            metrics: Arc::default(),
+            log: Arc::default(),
         })
+    }
+
+    /// Takes over the metrics and log of the version this one replaces, so counters keep
+    /// counting and log followers keep following across a redeploy.
+    pub fn continue_history_of(mut self, previous: &Function) -> Self {
+        self.metrics = previous.metrics.clone();
+        self.log = previous.log.clone();
+        self
     }
 }
 

@@ -16,10 +16,12 @@ mod http_kind;
 pub mod logs;
 pub mod metrics;
 mod request_id;
-mod response;
+pub mod response;
 pub mod router;
 pub mod server;
+pub mod time;
 mod wagi;
 
 pub use function::{Function, FunctionKind, FunctionSpec, LoadFunctionError};
-pub use server::{Gateway, GatewayLimits};
+pub use response::{Body, BodyError, REQUEST_ID_HEADER};
+pub use server::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};

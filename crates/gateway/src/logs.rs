@@ -1,11 +1,20 @@
 //! Each function's log: a bounded ring of lines (guest stdout/stderr and wedge's notes about
-//! its requests), each tagged with the request id.
+//! its requests), each tagged with the request id. Followers (the deploy API's
+//! `logs?follow=1`) get every new line as it is pushed.
+//!
+//! A function's log outlives its versions: a redeploy hands the same log to the new version,
+//! so `wedge logs -f` keeps following across it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use tokio::sync::broadcast;
+
 /// Lines kept per function; older ones are dropped first.
 pub const LOG_CAPACITY: usize = 1000;
+
+/// Lines a follower may fall behind before it misses some (and is told so).
+const FOLLOW_BACKLOG: usize = 1024;
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,29 +43,63 @@ pub struct LogLine {
     pub text: String,
 }
 
-#[derive(Debug, Default)]
+impl LogLine {
+    /// `2026-11-23T16:40:01.123Z <request id> stdout: text`, one line, no newline.
+    pub fn render(&self) -> String {
+        format!(
+            "{} {} {}: {}",
+            crate::time::rfc3339_millis(self.unix_millis),
+            self.request_id,
+            self.stream.as_str(),
+            self.text
+        )
+    }
+}
+
+#[derive(Debug)]
 pub struct FunctionLog {
     lines: Mutex<VecDeque<LogLine>>,
+    followers: broadcast::Sender<LogLine>,
+}
+
+impl Default for FunctionLog {
+    fn default() -> Self {
+        Self {
+            lines: Mutex::new(VecDeque::new()),
+            followers: broadcast::channel(FOLLOW_BACKLOG).0,
+        }
+    }
 }
 
 impl FunctionLog {
     pub fn push(&self, function: &str, request_id: &str, stream: Stream, text: &str) {
-        let unix_millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
+        let unix_millis = crate::time::now_millis();
         // Also into wedge's own log, one structured line each: readable, never interleaved.
         tracing::info!(target: "wedge::guest", function, request_id, stream = stream.as_str(), "{text}");
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         if lines.len() == LOG_CAPACITY {
             lines.pop_front();
         }
-        lines.push_back(LogLine {
+        let line = LogLine {
             unix_millis,
             request_id: request_id.to_string(),
             stream,
             text: text.to_string(),
-        });
+        };
+        // Sent under the lock, so a follower's snapshot and its stream neither overlap
+        // nor leave a gap.
+        if self.followers.receiver_count() > 0 {
+            let _ = self.followers.send(line.clone());
+        }
+        lines.push_back(line);
+    }
+
+    /// The lines kept so far and a stream of every line pushed after them. The stream ends
+    /// when the function is gone (its last version dropped).
+    pub fn follow(&self) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = self.followers.subscribe();
+        (lines.iter().cloned().collect(), receiver)
     }
 
     /// Splits captured output into lines and appends them.
@@ -113,5 +156,27 @@ mod tests {
         assert_eq!(lines.len(), LOG_CAPACITY);
         assert_eq!(lines[0].text, "10");
         assert_eq!(lines.last().unwrap().text, (LOG_CAPACITY + 9).to_string());
+    }
+
+    #[test]
+    fn a_follower_gets_the_past_then_every_new_line() {
+        let log = FunctionLog::default();
+        log.push("f", "r1", Stream::Stdout, "before");
+        let (past, mut new) = log.follow();
+        log.push("f", "r2", Stream::Stderr, "after");
+        assert_eq!(past.len(), 1);
+        assert_eq!(past[0].text, "before");
+        let line = new.try_recv().unwrap();
+        assert_eq!(line.text, "after");
+        assert!(
+            line.render().ends_with(" r2 stderr: after"),
+            "{}",
+            line.render()
+        );
+        drop(log);
+        assert!(matches!(
+            new.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
     }
 }

@@ -5,11 +5,15 @@
 //! check → the function's executor → metrics and the request's log line.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -66,23 +70,42 @@ pub fn engine_options(limits: &GatewayLimits, largest_memory: u64) -> EngineOpti
     }
 }
 
+/// A request to the deploy API, its body boxed whatever the server was handed.
+pub type ApiRequest = Request<Body>;
+pub type ApiFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// What answers `/_wedge/api/...`: wedge-control's deploy API. The gateway only mounts it,
+/// so the data plane knows nothing of stores and deploys.
+pub trait ApiHandler: Send + Sync + 'static {
+    fn handle(&self, request: ApiRequest, request_id: String) -> ApiFuture;
+}
+
 pub struct Gateway {
     engine: WedgeEngine,
-    router: Router,
+    /// Swapped whole when a function is deployed, replaced or removed: a request routes on
+    /// one table and keeps the `Arc<Function>` it found, so it finishes on the version it
+    /// started with while new requests see the new table.
+    router: ArcSwap<Router>,
+    api: OnceLock<Arc<dyn ApiHandler>>,
     limits: GatewayLimits,
     global: Arc<Semaphore>,
     metrics: metrics::GatewayMetrics,
 }
 
 impl Gateway {
-    pub fn new(engine: WedgeEngine, functions: Vec<Function>, limits: GatewayLimits) -> Arc<Self> {
+    pub fn new(
+        engine: WedgeEngine,
+        functions: Vec<Arc<Function>>,
+        limits: GatewayLimits,
+    ) -> Arc<Self> {
         // Host errors can reach a guest as text (a failed body read, say); with
         // RUST_BACKTRACE set they would carry wedge's own stack trace to a tenant.
         wasmtime::error::disable_backtrace();
         deadline::start_ticker(engine.engine().clone());
         Arc::new(Self {
             engine,
-            router: Router::new(functions.into_iter().map(Arc::new).collect()),
+            router: ArcSwap::from_pointee(Router::new(functions)),
+            api: OnceLock::new(),
             global: Arc::new(Semaphore::new(limits.max_concurrency)),
             limits,
             metrics: metrics::GatewayMetrics::default(),
@@ -93,8 +116,24 @@ impl Gateway {
         &self.engine
     }
 
-    pub fn functions(&self) -> impl Iterator<Item = &Arc<Function>> + Clone {
-        self.router.functions()
+    pub fn limits(&self) -> &GatewayLimits {
+        &self.limits
+    }
+
+    /// The functions being served now, longest route first.
+    pub fn functions(&self) -> Vec<Arc<Function>> {
+        self.router.load().functions().cloned().collect()
+    }
+
+    /// Makes `functions` the whole routing table, atomically.
+    pub fn publish(&self, functions: Vec<Arc<Function>>) {
+        self.router.store(Arc::new(Router::new(functions)));
+    }
+
+    /// Mounts the deploy API on `/_wedge/api/`; without one, those paths answer 404.
+    /// Only the first mount counts.
+    pub fn mount_api(&self, api: Arc<dyn ApiHandler>) {
+        let _ = self.api.set(api);
     }
 
     /// Serves until `shutdown` resolves, then lets requests in flight finish (bounded by
@@ -169,10 +208,10 @@ impl Gateway {
         let started = Instant::now();
         let path = request.uri().path().to_string();
 
-        if let Some(response) = self.internal(&path, &request_id) {
-            return response;
+        if path == "/_wedge" || path.starts_with("/_wedge/") {
+            return self.internal(request, &path, request_id).await;
         }
-        let Some(function) = self.router.route(&path).cloned() else {
+        let Some(function) = self.router.load().route(&path).cloned() else {
             self.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "wedge::request", status = 404, method = %request.method(), path, request_id, "no route");
             return response::error(
@@ -291,8 +330,17 @@ impl Gateway {
         }
     }
 
-    /// `/_wedge/...`: health and metrics. (The deploy API will live here too.)
-    fn internal(&self, path: &str, request_id: &str) -> Option<Response<Body>> {
+    /// `/_wedge/...`: health, metrics and the deploy API.
+    async fn internal<B>(
+        &self,
+        request: Request<B>,
+        path: &str,
+        request_id: String,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<crate::response::BodyError>,
+    {
         let text = |content_type: &'static str, body: String| {
             let mut response = Response::new(response::full(body));
             response.headers_mut().insert(
@@ -302,25 +350,37 @@ impl Gateway {
             response
         };
         match path {
-            "/_wedge/health" => Some(text("text/plain; charset=utf-8", "ok\n".into())),
+            "/_wedge/health" => text("text/plain; charset=utf-8", "ok\n".into()),
             "/_wedge/metrics" => {
-                let functions = self
-                    .router
+                let router = self.router.load();
+                let functions = router
                     .functions()
-                    .map(|f| (f.spec.name.as_str(), &f.metrics));
-                Some(text(
+                    .map(|f| (f.spec.name.as_str(), &*f.metrics));
+                text(
                     "text/plain; version=0.0.4; charset=utf-8",
                     metrics::render(&self.metrics, functions),
-                ))
+                )
             }
-            _ if path == "/_wedge" || path.starts_with("/_wedge/") => Some(response::error(
+            _ if path == "/_wedge/api" || path.starts_with("/_wedge/api/") => {
+                match self.api.get() {
+                    Some(api) => {
+                        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+                        api.handle(request, request_id).await
+                    }
+                    None => response::error(
+                        StatusCode::NOT_FOUND,
+                        &request_id,
+                        "the deploy API is not enabled on this server",
+                    ),
+                }
+            }
+            _ => response::error(
                 StatusCode::NOT_FOUND,
-                request_id,
+                &request_id,
                 &format!(
-                    "{path} is not a wedge endpoint (there are /_wedge/health and /_wedge/metrics)"
+                    "{path} is not a wedge endpoint (there are /_wedge/health, /_wedge/metrics and /_wedge/api/v1/)"
                 ),
-            )),
-            _ => None,
+            ),
         }
     }
 }

@@ -1,0 +1,236 @@
+//! A function's configuration keys, one validator each, shared by the two ways a function is
+//! configured: a `[[function]]` table in the app manifest and the JSON of a deploy. Every
+//! error names the key and says how to fix it (docs/manifest.md, docs/api.md).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wedge_capabilities::Preopen;
+use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_engine::units;
+use wedge_gateway::{FunctionKind, FunctionSpec};
+
+/// Defaults for keys a function may leave out.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_MEMORY: u64 = 128 << 20;
+
+/// The keys of a function that do not depend on where it was written down: everything but
+/// its name, its binary (`source`), host directories (`files`) and `build`. A deploy's
+/// config JSON is exactly this; it is stored with each version as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Path prefix; a deploy defaults it to `/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<i64>,
+}
+
+/// A key and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {problem}")]
+pub struct KeyError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+fn key_error(key: &'static str, problem: impl Into<String>) -> KeyError {
+    KeyError {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl FunctionConfig {
+    /// Validates every key into the gateway's specification of function `name`, with the
+    /// read-only directories `files` (which only a manifest can grant).
+    pub fn to_spec(&self, name: &str, files: Vec<Preopen>) -> Result<FunctionSpec, KeyError> {
+        check_name(name)?;
+        let route = match &self.route {
+            Some(route) => normalize_route(route)?,
+            None => format!("/{name}"),
+        };
+        let kind = parse_kind(self.kind.as_deref())?;
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(key_error(
+                    "env",
+                    format!("`{key}` is not a valid variable name"),
+                ));
+            }
+        }
+        let outbound = OutboundPolicy::parse(&self.allowed_outbound_hosts)
+            .map_err(|error| key_error("allowed_outbound_hosts", error.to_string()))?;
+        let timeout = match &self.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => {
+                let timeout =
+                    units::parse_duration(text).map_err(|e| key_error("timeout", e.to_string()))?;
+                if timeout.is_zero() {
+                    return Err(key_error("timeout", "it must be longer than zero"));
+                }
+                timeout
+            }
+        };
+        let max_memory = match &self.max_memory {
+            None => DEFAULT_MAX_MEMORY,
+            Some(text) => {
+                let size =
+                    units::parse_size(text).map_err(|e| key_error("max_memory", e.to_string()))?;
+                if size < 64 << 10 {
+                    return Err(key_error(
+                        "max_memory",
+                        format!("{text} is less than one WebAssembly page (64KiB)"),
+                    ));
+                }
+                size
+            }
+        };
+        let max_concurrency = match self.max_concurrency {
+            None => None,
+            Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            Some(n) => {
+                return Err(key_error(
+                    "max_concurrency",
+                    format!("{n} must be 1 or more"),
+                ));
+            }
+        };
+        Ok(FunctionSpec {
+            name: name.to_string(),
+            route,
+            kind,
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            files,
+            outbound,
+            timeout,
+            max_memory,
+            max_concurrency,
+        })
+    }
+}
+
+/// A function name: it appears in URLs, log lines and metric labels, so it is kept plain.
+pub fn check_name(name: &str) -> Result<(), KeyError> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if plain {
+        Ok(())
+    } else {
+        Err(key_error(
+            "name",
+            format!(
+                "`{name}` is not a valid name; use 1 to 63 characters of a-z, 0-9 and -, not starting with -"
+            ),
+        ))
+    }
+}
+
+fn parse_kind(kind: Option<&str>) -> Result<Option<FunctionKind>, KeyError> {
+    match kind {
+        None => Ok(None),
+        Some("http") => Ok(Some(FunctionKind::Http)),
+        Some("wagi") => Ok(Some(FunctionKind::Wagi)),
+        Some(other) => Err(key_error(
+            "kind",
+            format!(
+                "`{other}` is not a function kind; write \"http\" or \"wagi\", or leave it out to detect it from the binary"
+            ),
+        )),
+    }
+}
+
+/// A route without a trailing slash (except `/` itself), outside wedge's own `/_wedge`.
+pub fn normalize_route(route: &str) -> Result<String, KeyError> {
+    if !route.starts_with('/') {
+        return Err(key_error(
+            "route",
+            format!("`{route}` must start with /, e.g. \"/hello\""),
+        ));
+    }
+    if route.contains(['?', '#', ' ', '*']) {
+        return Err(key_error(
+            "route",
+            format!("`{route}` is a path prefix and may not contain ?, #, * or spaces"),
+        ));
+    }
+    let trimmed = if route.len() > 1 {
+        route.trim_end_matches('/')
+    } else {
+        route
+    };
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if trimmed == "/_wedge" || trimmed.starts_with("/_wedge/") {
+        return Err(key_error(
+            "route",
+            format!("`{route}` is reserved for wedge's own endpoints (/_wedge)"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_config_defaults_its_route_to_the_name() {
+        let spec = FunctionConfig::default()
+            .to_spec("hello", Vec::new())
+            .unwrap();
+        assert_eq!(spec.route, "/hello");
+        assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(spec.max_memory, DEFAULT_MAX_MEMORY);
+    }
+
+    #[test]
+    fn it_round_trips_through_json_without_empty_keys() {
+        let config = FunctionConfig {
+            route: Some("/x".into()),
+            env: [("A".to_string(), "1".to_string())].into(),
+            ..FunctionConfig::default()
+        };
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(json, r#"{"route":"/x","env":{"A":"1"}}"#);
+        assert_eq!(
+            serde_json::from_str::<FunctionConfig>(&json).unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = FunctionConfig {
+            max_memory: Some("1KiB".into()),
+            ..FunctionConfig::default()
+        };
+        assert_eq!(bad.to_spec("a", Vec::new()).unwrap_err().key, "max_memory");
+        assert_eq!(
+            FunctionConfig::default()
+                .to_spec("Bad", Vec::new())
+                .unwrap_err()
+                .key,
+            "name"
+        );
+    }
+}

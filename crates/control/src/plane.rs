@@ -1,0 +1,657 @@
+//! The control plane: deploys, rollbacks and removals of API-deployed functions, next to the
+//! app manifest's; what is served is published to the gateway by one atomic swap.
+//!
+//! A deploy is validated and compiled first, without any lock (a large component takes
+//! seconds). Then, under the one state lock: conflicts are checked again, the blob and the
+//! version are made durable (`FunctionStore`), and only then is the new routing table
+//! published. Requests in flight keep the `Arc<Function>` they routed to, so they finish on
+//! the version they started with.
+//!
+//! Every operation here blocks (compiling, fsync, SQLite): the API runs them on tokio's
+//! blocking pool, never on a thread that serves requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wedge_engine::cache::ArtifactCache;
+use wedge_engine::program::{self, InputFormat, LoadError, Loader};
+use wedge_engine::{Program, WedgeEngine};
+use wedge_gateway::{Function, FunctionSpec, Gateway, LoadFunctionError};
+
+use crate::config::{FunctionConfig, KeyError};
+use crate::store::{FunctionStore, StoreError, StoredFunction, StoredVersion};
+
+/// Functions from the app manifest: served alongside deployed ones, never changed by the API.
+#[derive(Clone, Default)]
+pub struct AppFunctions {
+    pub manifest: Option<PathBuf>,
+    pub functions: Vec<Arc<Function>>,
+}
+
+/// Why a deploy, rollback or removal was refused. Each maps to one HTTP status and a stable
+/// error code (docs/api.md).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    InvalidConfig(KeyError),
+    #[error("the upload is not a usable function: {0}")]
+    NotWasm(String),
+    #[error("the upload is not a usable function: {0}")]
+    BadProgram(String),
+    #[error("the upload is not a function wedge can serve: {0}")]
+    WrongKind(String),
+    #[error("it imports something its grants do not provide: {0}")]
+    MissingImport(String),
+    #[error(
+        "the name `{name}` belongs to a function of the app manifest `{}`; choose another name, or remove it from the manifest", manifest.display()
+    )]
+    NameInManifest { name: String, manifest: PathBuf },
+    #[error(
+        "route `{route}` is already served by function `{owner}` ({source_of_owner}); choose another route with the `route` key"
+    )]
+    RouteTaken {
+        route: String,
+        owner: String,
+        source_of_owner: String,
+    },
+    #[error("there is no function `{0}`")]
+    UnknownFunction(String),
+    #[error(
+        "function `{name}` comes from the app manifest `{}`; change it there and restart, the API only manages deployed functions", manifest.display()
+    )]
+    ManagedByManifest { name: String, manifest: PathBuf },
+    #[error("function `{name}` has no version {version}; `wedge functions show {name}` lists them")]
+    UnknownVersion { name: String, version: u64 },
+    #[error("function `{name}` has no version before {current} to roll back to")]
+    NoEarlierVersion { name: String, current: u64 },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DeployError {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            DeployError::InvalidConfig(_) => 400,
+            DeployError::NotWasm(_)
+            | DeployError::BadProgram(_)
+            | DeployError::WrongKind(_)
+            | DeployError::MissingImport(_) => 422,
+            DeployError::NameInManifest { .. }
+            | DeployError::RouteTaken { .. }
+            | DeployError::ManagedByManifest { .. }
+            | DeployError::NoEarlierVersion { .. } => 409,
+            DeployError::UnknownFunction(_) | DeployError::UnknownVersion { .. } => 404,
+            DeployError::Store(_) | DeployError::Internal(_) => 500,
+        }
+    }
+
+    /// A stable, machine-readable code for the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeployError::InvalidConfig(_) => "invalid_config",
+            DeployError::NotWasm(_) => "not_wasm",
+            DeployError::BadProgram(_) => "invalid_wasm",
+            DeployError::WrongKind(_) => "wrong_kind",
+            DeployError::MissingImport(_) => "import_not_granted",
+            DeployError::NameInManifest { .. } => "name_in_manifest",
+            DeployError::RouteTaken { .. } => "route_taken",
+            DeployError::ManagedByManifest { .. } => "managed_by_manifest",
+            DeployError::UnknownFunction(_) => "unknown_function",
+            DeployError::UnknownVersion { .. } => "unknown_version",
+            DeployError::NoEarlierVersion { .. } => "no_earlier_version",
+            DeployError::Store(_) => "storage_failed",
+            DeployError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What start-up found wrong with the stored functions and the manifest together.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "function `{name}` is defined in the app manifest `{}` and was also deployed over the API (version {version}, stored in `{}`); rename the manifest's function, or start without --app and remove the deployed one with `wedge functions rm {name}`",
+        manifest.display(), data_dir.display()
+    )]
+    NameClash {
+        name: String,
+        version: u64,
+        manifest: PathBuf,
+        data_dir: PathBuf,
+    },
+    #[error(
+        "route `{route}` of the app manifest's function `{app_function}` (`{}`) is also the route of deployed function `{deployed}`; change one of them",
+        manifest.display()
+    )]
+    RouteClash {
+        route: String,
+        app_function: String,
+        deployed: String,
+        manifest: PathBuf,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a deploy or rollback published.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub name: String,
+    pub version: u64,
+    pub digest: String,
+    pub kind: String,
+    pub route: String,
+    /// True when the function did not exist before (a deploy answers 201).
+    pub created: bool,
+}
+
+/// A function as the API lists it.
+#[derive(Debug, Clone)]
+pub enum FunctionInfo {
+    Deployed {
+        stored: Box<StoredFunction>,
+        route: String,
+        /// Why it is not being served, when its stored version failed to load at start-up.
+        load_error: Option<String>,
+    },
+    App {
+        name: String,
+        route: String,
+        kind: String,
+        manifest: Option<PathBuf>,
+    },
+}
+
+impl FunctionInfo {
+    pub fn name(&self) -> &str {
+        match self {
+            FunctionInfo::Deployed { stored, .. } => &stored.name,
+            FunctionInfo::App { name, .. } => name,
+        }
+    }
+}
+
+struct Deployed {
+    function: Arc<Function>,
+    program: Program,
+    digest: String,
+}
+
+struct State {
+    store: FunctionStore,
+    deployed: BTreeMap<String, Deployed>,
+    /// Stored functions whose current version could not be loaded at start-up.
+    failed: BTreeMap<String, String>,
+}
+
+pub struct ControlPlane {
+    engine: WedgeEngine,
+    cache: Option<ArtifactCache>,
+    gateway: Arc<Gateway>,
+    app: AppFunctions,
+    /// The node's limit on a function's `max_memory` (the pooling allocator's slot size).
+    max_memory: u64,
+    state: Mutex<State>,
+}
+
+impl ControlPlane {
+    /// Restores every acknowledged function from `store` (loading them in parallel, each
+    /// distinct binary compiled or loaded from the cache once), checks them against the
+    /// app's, and publishes app and deployed functions together.
+    pub fn start(
+        engine: WedgeEngine,
+        cache: Option<ArtifactCache>,
+        gateway: Arc<Gateway>,
+        app: AppFunctions,
+        store: FunctionStore,
+        max_memory: u64,
+    ) -> Result<Arc<Self>, RestoreError> {
+        let stored = store.list()?;
+        for function in &stored {
+            if let Some(clash) = app.functions.iter().find(|f| f.spec.name == function.name) {
+                return Err(RestoreError::NameClash {
+                    name: clash.spec.name.clone(),
+                    version: function.current.version,
+                    manifest: app.manifest.clone().unwrap_or_default(),
+                    data_dir: store.dir().to_path_buf(),
+                });
+            }
+        }
+        let plane = Self {
+            engine,
+            cache,
+            gateway,
+            app,
+            max_memory,
+            state: Mutex::new(State {
+                store,
+                deployed: BTreeMap::new(),
+                failed: BTreeMap::new(),
+            }),
+        };
+        let restored = plane.restore_all(&stored);
+        {
+            let mut state = plane.lock();
+            for (stored, result) in stored.iter().zip(restored) {
+                match result {
+                    Ok(deployed) => {
+                        if let Some(app) = plane
+                            .app
+                            .functions
+                            .iter()
+                            .find(|f| f.spec.route == deployed.function.spec.route)
+                        {
+                            return Err(RestoreError::RouteClash {
+                                route: app.spec.route.clone(),
+                                app_function: app.spec.name.clone(),
+                                deployed: stored.name.clone(),
+                                manifest: plane.app.manifest.clone().unwrap_or_default(),
+                            });
+                        }
+                        state.deployed.insert(stored.name.clone(), deployed);
+                    }
+                    Err(error) => {
+                        tracing::error!(
+                            function = %stored.name,
+                            version = stored.current.version,
+                            %error,
+                            "a deployed function cannot be loaded; it is not served"
+                        );
+                        state.failed.insert(stored.name.clone(), error.to_string());
+                    }
+                }
+            }
+            plane.publish(&state);
+        }
+        Ok(Arc::new(plane))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug, but the state it guards is only ever
+        // changed after the durable write succeeded, so it is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the current version of every stored function, on all cores.
+    fn restore_all(&self, stored: &[StoredFunction]) -> Vec<Result<Deployed, DeployError>> {
+        let blobs = self.lock().store.blobs().clone();
+        // Each distinct binary once: many functions may share one.
+        let mut digests: Vec<&str> = stored.iter().map(|f| f.current.digest.as_str()).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let programs: HashMap<&str, Result<Program, DeployError>> =
+            parallel_map(&digests, |digest| {
+                let bytes = blobs.read(digest)?;
+                self.compile(&bytes)
+            })
+            .into_iter()
+            .zip(digests.iter().copied())
+            .map(|(program, digest)| (digest, program))
+            .collect();
+        parallel_map(stored, |function| {
+            let program = match programs.get(function.current.digest.as_str()) {
+                Some(Ok(program)) => program.clone(),
+                Some(Err(error)) => return Err(DeployError::Internal(error.to_string())),
+                None => return Err(DeployError::Internal("its blob was not loaded".into())),
+            };
+            let spec = self.spec_of(&function.name, &function.current.config)?;
+            let loaded = self.link(spec, program.clone())?;
+            Ok(Deployed {
+                function: Arc::new(loaded),
+                program,
+                digest: function.current.digest.clone(),
+            })
+        })
+    }
+
+    fn spec_of(&self, name: &str, config: &FunctionConfig) -> Result<FunctionSpec, DeployError> {
+        let spec = config
+            .to_spec(name, Vec::new())
+            .map_err(DeployError::InvalidConfig)?;
+        if spec.max_memory > self.max_memory {
+            return Err(DeployError::InvalidConfig(KeyError {
+                key: "max_memory",
+                problem: format!(
+                    "{} is more than this server's limit of {} (wedge serve --max-function-memory)",
+                    wedge_engine::units::format_size(spec.max_memory),
+                    wedge_engine::units::format_size(self.max_memory)
+                ),
+            }));
+        }
+        Ok(spec)
+    }
+
+    /// Compiles uploaded bytes (or loads them from the cache), requiring the artifact to be
+    /// stored: a deploy is acknowledged only with its compiled code on disk.
+    fn compile(&self, bytes: &[u8]) -> Result<Program, DeployError> {
+        match program::detect(bytes) {
+            // A .cwasm is native code: running one from a tenant would skip validation.
+            Ok(InputFormat::Artifact) => {
+                return Err(DeployError::BadProgram(
+                    "it is a compiled .cwasm artifact; upload the .wasm itself (wedge compiles it)"
+                        .into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => return Err(DeployError::NotWasm(error.to_string())),
+        }
+        let loader = Loader::new(&self.engine, self.cache.as_ref()).requiring_cache();
+        match loader.load(bytes) {
+            Ok((program, _)) => Ok(program),
+            Err(error @ LoadError::Cache { .. }) => Err(DeployError::Internal(error.to_string())),
+            Err(error) => Err(DeployError::BadProgram(error.to_string())),
+        }
+    }
+
+    fn link(&self, spec: FunctionSpec, program: Program) -> Result<Function, DeployError> {
+        Function::load(&self.engine, spec, program).map_err(|error| match error {
+            LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
+                DeployError::MissingImport(error.to_string())
+            }
+            LoadFunctionError::NeitherKind { .. } | LoadFunctionError::KindMismatch { .. } => {
+                DeployError::WrongKind(error.to_string())
+            }
+            LoadFunctionError::Program(error) => DeployError::BadProgram(error.to_string()),
+        })
+    }
+
+    /// The manifest that defines `name`, if the app has a function of that name.
+    fn manifest_defining(&self, name: &str) -> Option<PathBuf> {
+        self.app
+            .functions
+            .iter()
+            .any(|f| f.spec.name == name)
+            .then(|| self.app.manifest.clone().unwrap_or_default())
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), DeployError> {
+        match self.manifest_defining(name) {
+            Some(manifest) => Err(DeployError::NameInManifest {
+                name: name.to_string(),
+                manifest,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_route(&self, state: &State, name: &str, route: &str) -> Result<(), DeployError> {
+        if let Some(app) = self.app.functions.iter().find(|f| f.spec.route == route) {
+            return Err(DeployError::RouteTaken {
+                route: route.to_string(),
+                owner: app.spec.name.clone(),
+                source_of_owner: "from the app manifest".into(),
+            });
+        }
+        if let Some((owner, _)) = state
+            .deployed
+            .iter()
+            .find(|(other, d)| other.as_str() != name && d.function.spec.route == route)
+        {
+            return Err(DeployError::RouteTaken {
+                route: route.to_string(),
+                owner: owner.clone(),
+                source_of_owner: "deployed over the API".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates, compiles, stores durably and publishes a new version of `name`.
+    pub fn deploy(
+        &self,
+        name: &str,
+        config: FunctionConfig,
+        wasm: &[u8],
+    ) -> Result<Published, DeployError> {
+        let spec = self.spec_of(name, &config)?;
+        self.check_name(name)?;
+        // Cheap checks before the expensive compile; all are repeated under the lock.
+        self.check_route(&self.lock(), name, &spec.route)?;
+        let digest = blake3::hash(wasm).to_hex().to_string();
+        let shared = self
+            .lock()
+            .deployed
+            .values()
+            .find(|d| d.digest == digest)
+            .map(|d| d.program.clone());
+        let program = match shared {
+            Some(program) => program,
+            None => self.compile(wasm)?,
+        };
+        let function = self.link(spec, program.clone())?;
+        let kind = function.kind.as_str().to_string();
+        let route = function.spec.route.clone();
+
+        let mut state = self.lock();
+        self.check_route(&state, name, &route)?;
+        state.store.blobs().put(&digest, wasm)?;
+        crash_point("after-blob");
+        let (version, created) = state.store.add_version(
+            name,
+            &digest,
+            &kind,
+            wasm.len() as u64,
+            &config,
+            wedge_gateway::time::now_millis(),
+        )?;
+        crash_point("after-commit");
+        self.install(&mut state, name, function, program, digest.clone());
+        tracing::info!(target: "wedge::deploy", function = name, version, %digest, %route, "published");
+        Ok(Published {
+            name: name.to_string(),
+            version,
+            digest,
+            kind,
+            route,
+            created,
+        })
+    }
+
+    /// Serves `version` of `name` again (by default the newest one before the current).
+    pub fn rollback(&self, name: &str, version: Option<u64>) -> Result<Published, DeployError> {
+        self.managed_by_api(name)?;
+        let mut state = self.lock();
+        let Some(stored) = state.store.get(name)? else {
+            return Err(DeployError::UnknownFunction(name.to_string()));
+        };
+        let versions = state.store.versions(name)?;
+        let current = stored.current.version;
+        let target = match version {
+            Some(version) => versions
+                .into_iter()
+                .find(|v| v.version == version)
+                .ok_or_else(|| DeployError::UnknownVersion {
+                    name: name.to_string(),
+                    version,
+                })?,
+            None => versions
+                .into_iter()
+                .rev()
+                .find(|v| v.version < current)
+                .ok_or_else(|| DeployError::NoEarlierVersion {
+                    name: name.to_string(),
+                    current,
+                })?,
+        };
+        let spec = self.spec_of(name, &target.config)?;
+        self.check_route(&state, name, &spec.route)?;
+        let bytes = state.store.blobs().read(&target.digest)?;
+        let program = self.compile(&bytes)?;
+        let function = self.link(spec, program.clone())?;
+        state
+            .store
+            .set_current(name, target.version, wedge_gateway::time::now_millis())?;
+        let route = function.spec.route.clone();
+        self.install(&mut state, name, function, program, target.digest.clone());
+        tracing::info!(target: "wedge::deploy", function = name, version = target.version, "rolled back");
+        Ok(Published {
+            name: name.to_string(),
+            version: target.version,
+            digest: target.digest,
+            kind: target.kind,
+            route,
+            created: false,
+        })
+    }
+
+    /// Stops serving `name` and forgets it with all its versions.
+    pub fn delete(&self, name: &str) -> Result<(), DeployError> {
+        self.managed_by_api(name)?;
+        let mut state = self.lock();
+        if !state.store.delete(name)? {
+            return Err(DeployError::UnknownFunction(name.to_string()));
+        }
+        state.deployed.remove(name);
+        state.failed.remove(name);
+        self.publish(&state);
+        tracing::info!(target: "wedge::deploy", function = name, "deleted");
+        Ok(())
+    }
+
+    fn managed_by_api(&self, name: &str) -> Result<(), DeployError> {
+        match self.manifest_defining(name) {
+            Some(manifest) => Err(DeployError::ManagedByManifest {
+                name: name.to_string(),
+                manifest,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Serves `function` as `name` from now on: it inherits the metrics and log of the
+    /// version it replaces, and the routing table is swapped.
+    fn install(
+        &self,
+        state: &mut State,
+        name: &str,
+        function: Function,
+        program: Program,
+        digest: String,
+    ) {
+        let function = match state.deployed.get(name) {
+            Some(previous) => function.continue_history_of(&previous.function),
+            None => function,
+        };
+        state.failed.remove(name);
+        state.deployed.insert(
+            name.to_string(),
+            Deployed {
+                function: Arc::new(function),
+                program,
+                digest,
+            },
+        );
+        self.publish(state);
+    }
+
+    /// Every function, app and deployed, by name.
+    pub fn list(&self) -> Result<Vec<FunctionInfo>, DeployError> {
+        let state = self.lock();
+        let mut all: Vec<FunctionInfo> = self
+            .app
+            .functions
+            .iter()
+            .map(|f| self.app_info(f))
+            .collect();
+        for stored in state.store.list()? {
+            all.push(self.deployed_info(&state, stored));
+        }
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(all)
+    }
+
+    /// One function and, if deployed, all its versions (oldest first).
+    pub fn show(&self, name: &str) -> Result<(FunctionInfo, Vec<StoredVersion>), DeployError> {
+        if let Some(app) = self.app.functions.iter().find(|f| f.spec.name == name) {
+            return Ok((self.app_info(app), Vec::new()));
+        }
+        let state = self.lock();
+        let Some(stored) = state.store.get(name)? else {
+            return Err(DeployError::UnknownFunction(name.to_string()));
+        };
+        let versions = state.store.versions(name)?;
+        Ok((self.deployed_info(&state, stored), versions))
+    }
+
+    /// The served function called `name`, for its log.
+    pub fn function(&self, name: &str) -> Option<Arc<Function>> {
+        if let Some(app) = self.app.functions.iter().find(|f| f.spec.name == name) {
+            return Some(app.clone());
+        }
+        self.lock()
+            .deployed
+            .get(name)
+            .map(|deployed| deployed.function.clone())
+    }
+
+    fn deployed_info(&self, state: &State, stored: StoredFunction) -> FunctionInfo {
+        let route = match state.deployed.get(&stored.name) {
+            Some(deployed) => deployed.function.spec.route.clone(),
+            None => stored
+                .current
+                .config
+                .route
+                .clone()
+                .unwrap_or_else(|| format!("/{}", stored.name)),
+        };
+        FunctionInfo::Deployed {
+            load_error: state.failed.get(&stored.name).cloned(),
+            route,
+            stored: Box::new(stored),
+        }
+    }
+
+    fn app_info(&self, function: &Arc<Function>) -> FunctionInfo {
+        FunctionInfo::App {
+            name: function.spec.name.clone(),
+            route: function.spec.route.clone(),
+            kind: function.kind.as_str().to_string(),
+            manifest: self.app.manifest.clone(),
+        }
+    }
+
+    fn publish(&self, state: &State) {
+        let functions = self
+            .app
+            .functions
+            .iter()
+            .cloned()
+            .chain(state.deployed.values().map(|d| d.function.clone()))
+            .collect();
+        self.gateway.publish(functions);
+    }
+}
+
+/// Runs `work` over `items` on every core, keeping the order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| match handle.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+/// Crash injection for the durability tests (tests/deploy.rs): with
+/// `WEDGE_TEST_CRASH_AT=<point>` in its environment, the server aborts at that point of a
+/// deploy, as `kill -9` would, so a test can check what a restart restores.
+fn crash_point(point: &str) {
+    if std::env::var_os("WEDGE_TEST_CRASH_AT").is_some_and(|at| at == point) {
+        eprintln!("wedge: WEDGE_TEST_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
