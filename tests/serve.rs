@@ -497,15 +497,7 @@ fn binaries_that_cannot_be_served_stop_start_up() {
     );
     // A .cwasm is for `wedge run`; serve compiles (and caches) the .wasm itself.
     let dir = tempfile::tempdir().unwrap();
-    let artifact = dir.path().join("hello.cwasm");
-    support::Wedge::new()
-        .run(&[
-            "compile",
-            guest("http-hello.wasm").to_str().unwrap(),
-            "-o",
-            artifact.to_str().unwrap(),
-        ])
-        .expect_code(0);
+    let artifact = support::Wedge::new().compile_guest("http-hello.wasm", dir.path());
     start_fails(
         &function(artifact.to_str().unwrap(), ""),
         status::BAD_PROGRAM,

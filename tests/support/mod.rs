@@ -63,6 +63,19 @@ impl Wedge {
         Outcome::from(self.command().args(args).output().expect("start wedge"))
     }
 
+    /// `wedge compile GUEST -o DIR/NAME.cwasm`: an artifact, for tests that must refuse one.
+    pub fn compile_guest(&self, guest_name: &str, dir: &Path) -> PathBuf {
+        let artifact = dir.join(guest_name.replace(".wasm", ".cwasm"));
+        self.run(&[
+            "compile",
+            guest(guest_name).to_str().unwrap(),
+            "-o",
+            artifact.to_str().unwrap(),
+        ])
+        .expect_code(0);
+        artifact
+    }
+
     /// The AOT cache's directory for this instance.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache.path().join("wedge")
@@ -141,4 +154,6 @@ pub mod status {
     pub const OUT_OF_FUEL: i32 = 133;
     pub const INTERNAL: i32 = 134;
     pub const CONFIG: i32 = 135;
+    pub const API_REFUSED: i32 = 137;
+    pub const SERVER_UNREACHABLE: i32 = 138;
 }

@@ -33,8 +33,24 @@ impl Server {
         }
     }
 
+    /// Like `start`, with extra environment variables for wedge.
+    pub fn start_with_env(manifest: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        match Self::try_start_with_env(manifest, flags, env) {
+            Ok(server) => server,
+            Err((code, stderr)) => panic!("wedge serve did not start (status {code:?}):\n{stderr}"),
+        }
+    }
+
     /// Like `start`, but returns the exit status and stderr when wedge exits instead.
     pub fn try_start(manifest: &str, flags: &[&str]) -> Result<Server, (Option<i32>, String)> {
+        Self::try_start_with_env(manifest, flags, &[])
+    }
+
+    pub fn try_start_with_env(
+        manifest: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, (Option<i32>, String)> {
         let dir = tempfile::tempdir().expect("temp dir");
         let manifest = manifest
             .replace("{guests}", &super::guest_dir().display().to_string())
@@ -53,7 +69,9 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
             .env("XDG_CACHE_HOME", shared_cache())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -78,10 +96,10 @@ impl Server {
                 }
             }
         };
-        // The route lines follow the first line; read until the metrics line.
+        // The route lines follow the first line; read until the last line (the API token).
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
-            let done = line.trim_start().starts_with("metrics:");
+            let done = line.trim_start().starts_with("API token:");
             stdout_lines.push(line);
             if done {
                 break;
@@ -130,10 +148,17 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
+        let child = self.child.as_ref()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for wedge to exit, and returns its status (None if killed by a signal
+    /// or still running after 30 s, when it is killed).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -149,6 +174,14 @@ impl Server {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// SIGKILL, as a crash would: no shutdown, no flushing. Waits for the process to go.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -227,6 +260,13 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let agent = client();
+    if method == "DELETE" {
+        let mut request = agent.delete(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        return reply(request.call());
+    }
     let mut request = match method {
         "POST" => agent.post(url),
         "PUT" => agent.put(url),

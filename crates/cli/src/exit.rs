@@ -23,6 +23,10 @@ pub enum Status {
     Internal,
     /// The app manifest is invalid (serve).
     Config,
+    /// The wedge server answered an API request with an error (its message is shown).
+    ApiRefused,
+    /// The wedge server could not be reached (deploy, functions, logs).
+    ServerUnreachable,
 }
 
 impl Status {
@@ -37,6 +41,8 @@ impl Status {
             Status::OutOfFuel => 133,
             Status::Internal => 134,
             Status::Config => 135,
+            Status::ApiRefused => 137,
+            Status::ServerUnreachable => 138,
         }
     }
 }

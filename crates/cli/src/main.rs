@@ -1,9 +1,13 @@
 //! `wedge`: a thin main. Parse the command line, run one subcommand, turn its failure into a
 //! one-paragraph message and a documented exit status (docs/cli.md).
 
+mod api_client;
 mod compile;
+mod deploy;
 mod exit;
+mod functions;
 mod input;
+mod logs;
 mod run;
 mod serve;
 
@@ -31,6 +35,12 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Serve the functions of an app manifest over HTTP, a fresh instance per request.
     Serve(serve::ServeArgs),
+    /// Upload a function to a running server (its deploy API) and print its URL.
+    Deploy(deploy::DeployArgs),
+    /// List a server's functions; show, remove or roll back a deployed one.
+    Functions(functions::FunctionsArgs),
+    /// Print a function's log; -f follows it.
+    Logs(logs::LogsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +64,9 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args).map(|()| 0),
         Command::Serve(args) => serve::serve(args).map(|()| 0),
+        Command::Deploy(args) => deploy::deploy(args).map(|()| 0),
+        Command::Functions(args) => functions::functions(args).map(|()| 0),
+        Command::Logs(args) => logs::logs(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -1,12 +1,19 @@
-//! `wedge serve`: config → engine → compile every function (or load it from the cache) →
-//! pre-link → listen → serve until SIGTERM or ctrl-c → drain → exit 0.
+//! `wedge serve`: config → engine → compile every function of the app manifest (or load it
+//! from the cache) → restore the deployed ones from the data dir → pre-link → mount the
+//! deploy API → listen → serve until SIGTERM or ctrl-c → drain → exit 0.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use wedge_control::AppManifest;
+use wedge_control::api::{DeployApi, PREFIX};
+use wedge_control::plane::{AppFunctions, ControlPlane, RestoreError};
+use wedge_control::store::{FunctionStore, StoreError, default_data_dir};
+use wedge_control::token::{ApiToken, TokenOrigin};
 use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{LoadError, Loader};
 use wedge_engine::{WedgeEngine, units};
@@ -19,13 +26,25 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the URL is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// The app manifest [default: wedge.toml in the current directory].
+    /// The app manifest [default: wedge.toml in the current directory, if there is one;
+    /// without one, only functions deployed over the API are served].
     #[arg(long, value_name = "FILE")]
     app: Option<PathBuf>,
-    /// Directory for wedge's state; compiled functions are cached in DIR/cache
-    /// [default: the user cache directory, as for `wedge run`].
+    /// Directory for wedge's state: deployed functions (wedge.db, blobs/), the API token and,
+    /// in DIR/cache, compiled code [default: $XDG_DATA_HOME/wedge or ~/.local/share/wedge,
+    /// with compiled code in the user cache directory, as for `wedge run`].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// The deploy API's bearer token, in a file [default: DIR/api-token, created on first
+    /// start].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Largest upload the deploy API accepts; larger ones get 413.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size_arg)]
+    max_upload_size: u64,
+    /// Largest `max_memory` a deployed function may ask for.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size_arg)]
+    max_function_memory: u64,
     /// Requests handled at once across all functions; more get 503.
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_concurrency: usize,
@@ -55,19 +74,35 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             anyhow!("--max-concurrency must be 1 or more"),
         ));
     }
-    let manifest_path = args
-        .app
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("wedge.toml"));
-    if args.app.is_none() && !manifest_path.exists() {
-        return Err(Failure::new(
-            Status::Usage,
-            anyhow!(
-                "there is no wedge.toml in the current directory: pass the app manifest with --app FILE (docs/manifest.md describes it)"
-            ),
-        ));
-    }
-    let manifest = AppManifest::load(&manifest_path).status(Status::Config)?;
+    // Without --app, a wedge.toml here is the app; without either, the server hosts only
+    // what is deployed over the API.
+    let manifest_path = match &args.app {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from("wedge.toml")).filter(|path| path.exists()),
+    };
+    let manifest = match &manifest_path {
+        Some(path) => Some(AppManifest::load(path).status(Status::Config)?),
+        None => None,
+    };
+    let data_dir = match args.data.clone().or_else(default_data_dir) {
+        Some(dir) => dir,
+        None => {
+            return Err(Failure::new(
+                Status::Usage,
+                anyhow!(
+                    "neither HOME nor XDG_DATA_HOME is set: pass the data directory with --data DIR"
+                ),
+            ));
+        }
+    };
+    let store = FunctionStore::open(&data_dir).status(Status::Internal)?;
+    let (token, token_origin) = match &args.token_file {
+        Some(path) => (
+            ApiToken::from_file(path).status(Status::Config)?,
+            TokenOrigin::Existing,
+        ),
+        None => ApiToken::load_or_create(&data_dir).status(Status::Internal)?,
+    };
     let limits = GatewayLimits {
         max_concurrency: args.max_concurrency,
         max_body_size: args.max_body_size,
@@ -75,12 +110,14 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         shutdown_timeout: args.shutdown_timeout,
         ..GatewayLimits::default()
     };
-    let largest_memory = manifest
-        .functions
+    let app_entries = manifest
+        .as_ref()
+        .map(|m| m.functions.as_slice())
+        .unwrap_or_default();
+    let largest_memory = app_entries
         .iter()
         .map(|f| f.spec.max_memory)
-        .max()
-        .unwrap_or(wedge_control::manifest::DEFAULT_MAX_MEMORY);
+        .fold(args.max_function_memory, u64::max);
     let engine = WedgeEngine::new(wedge_gateway::server::engine_options(
         &limits,
         largest_memory,
@@ -93,10 +130,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     // Everything is compiled (or loaded from the cache) before the listener opens.
     let mut functions = Vec::new();
-    for entry in &manifest.functions {
+    for entry in app_entries {
         let where_ = format!(
             "`{}`, function `{}` (source `{}`)",
-            manifest.path.display(),
+            manifest_path
+                .as_deref()
+                .unwrap_or(Path::new("wedge.toml"))
+                .display(),
             entry.spec.name,
             entry.source.display()
         );
@@ -124,7 +164,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             };
             Failure::new(status, anyhow!("{where_}: {error}"))
         })?;
-        functions.push(function);
+        functions.push(Arc::new(function));
     }
 
     // Thread per core: each worker runs a single-threaded runtime and accepts on its own
@@ -135,8 +175,37 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (sockets, local) = bind_listeners(args.listen, workers)
         .with_context(|| format!("cannot listen on {}", args.listen))
         .status(Status::Internal)?;
-    let gateway = Gateway::new(engine, functions, limits);
-    print_urls(&gateway, local);
+    let gateway = Gateway::new(engine.clone(), Vec::new(), limits);
+    let app = AppFunctions {
+        manifest: manifest.as_ref().map(|m| m.path.clone()),
+        functions,
+    };
+    let plane = ControlPlane::start(
+        engine,
+        cache,
+        gateway.clone(),
+        app,
+        store,
+        args.max_function_memory,
+    )
+    .map_err(|error| {
+        let status = match error {
+            RestoreError::Store(StoreError::InUse { .. }) | RestoreError::Store(_) => {
+                Status::Internal
+            }
+            _ => Status::Config,
+        };
+        Failure::new(status, anyhow!(error))
+    })?;
+    let token_path = token.path().to_path_buf();
+    let (closing, closing_signal) = tokio::sync::watch::channel(false);
+    gateway.mount_api(Arc::new(DeployApi::new(
+        plane,
+        token,
+        args.max_upload_size,
+        closing_signal,
+    )));
+    print_urls(&gateway, local, &data_dir, token_path, token_origin);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::with_capacity(workers);
@@ -173,6 +242,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .context("cannot start the signal handler")
         .status(Status::Internal)?;
     signals.block_on(shutdown_signal());
+    // Log followers end first, so they do not hold up the drain.
+    let _ = closing.send(true);
     let _ = stop.send(true);
     let mut result = Ok(());
     for handle in handles {
@@ -211,16 +282,22 @@ fn load_failure(where_: &str, error: LoadError) -> Failure {
     Failure::new(Status::BadProgram, anyhow!("{where_}: {error}"))
 }
 
-fn print_urls(gateway: &Gateway, local: SocketAddr) {
+fn print_urls(
+    gateway: &Gateway,
+    local: SocketAddr,
+    data_dir: &std::path::Path,
+    token_path: PathBuf,
+    token_origin: TokenOrigin,
+) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let count = gateway.functions().count();
+    let count = gateway.functions().len();
     let _ = writeln!(
         out,
         "wedge: serving {count} function{} on http://{local}",
         if count == 1 { "" } else { "s" }
     );
-    let mut functions: Vec<_> = gateway.functions().collect();
+    let mut functions = gateway.functions();
     functions.sort_by(|a, b| a.spec.route.cmp(&b.spec.route));
     for function in functions {
         let _ = writeln!(
@@ -232,6 +309,20 @@ fn print_urls(gateway: &Gateway, local: SocketAddr) {
     let _ = writeln!(
         out,
         "  metrics: http://{local}/_wedge/metrics   health: http://{local}/_wedge/health"
+    );
+    let _ = writeln!(
+        out,
+        "  deploy API: http://{local}{PREFIX}/   data: {}",
+        data_dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "  API token: {} ({})",
+        token_path.display(),
+        match token_origin {
+            TokenOrigin::Created => "created now; keep it secret",
+            TokenOrigin::Existing => "existing",
+        }
     );
     let _ = out.flush();
 }

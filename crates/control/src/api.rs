@@ -164,10 +164,12 @@ impl Inner {
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         if !self.token.accepts(authorization) {
+            let presented = authorization.is_some();
+            discard_body(request, self.max_upload).await;
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                if authorization.is_some() {
+                if presented {
                     "the bearer token is wrong; use the one in the server's token file (wedge serve prints where it is)"
                 } else {
                     "this endpoint needs `Authorization: Bearer <token>`; the token is in the file wedge serve printed at start-up (wedge clients take --token or WEDGE_TOKEN)"
@@ -262,6 +264,7 @@ impl Inner {
             .next()
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/wasm"));
         if boundary.is_none() && !is_wasm {
+            discard_body(request, self.max_upload).await;
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -407,6 +410,7 @@ async fn read_limited(request: ApiRequest, limit: u64) -> Result<Bytes, ApiError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
+        discard_body(request, limit).await;
         return Err(too_large());
     }
     let mut body = request.into_body();
@@ -421,12 +425,36 @@ async fn read_limited(request: ApiRequest, limit: u64) -> Result<Bytes, ApiError
         })?;
         if let Ok(data) = frame.into_data() {
             if collected.len() as u64 + data.len() as u64 > limit {
+                drop(collected);
+                drain(&mut body, limit).await;
                 return Err(too_large());
             }
             collected.extend_from_slice(&data);
         }
     }
     Ok(collected.freeze())
+}
+
+/// Reads and drops up to `budget` bytes of a body that will not be used, so that a client
+/// still sending it reads the error answer instead of a broken pipe. Bounded in bytes and
+/// time: a client sending more, or slowly, is cut off instead.
+async fn discard_body(request: ApiRequest, budget: u64) {
+    drain(&mut request.into_body(), budget).await;
+}
+
+async fn drain(body: &mut Body, budget: u64) {
+    let mut left = budget;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                let Some(rest) = left.checked_sub(data.len() as u64) else {
+                    return;
+                };
+                left = rest;
+            }
+        }
+    })
+    .await;
 }
 
 fn split_deploy_parts(body: &Bytes, boundary: &str) -> Result<(FunctionConfig, Bytes), ApiError> {
