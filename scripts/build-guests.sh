@@ -4,7 +4,12 @@
 #   wagi-hello.wasm wagi-echo.wasm                          (C, WAGI handlers: core modules)
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
 #   http-hello.wasm http-probe.wasm                         (Rust, wasi:http/proxy components)
+#   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
+#   py-hello py-echo py-json-api py-fetch .wasm             (Python components, componentize-py)
+#   c-http-hello.wasm                                       (C component: templates/http-c, wedge build)
 # Installs the toolchains first (scripts/setup-toolchains.sh) when something is missing.
+# Builds wedge (cargo build -p wedge, the profile the tests use): `wedge new` writes the WIT
+# and adapter the language guests are built with, as it does for a user's project.
 # Idempotent: a guest is rebuilt only when its source is newer than its output.
 set -euo pipefail
 # rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
@@ -20,6 +25,9 @@ if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup target list --installed)"
     grep -qx wasm32-wasip2 <<<"$installed" || need_setup=1
 fi
+for tool in componentize-js componentize-py wasm-tools wit-bindgen; do
+    [ -x "target/toolchains/bin/$tool" ] || need_setup=1
+done
 if [ "$need_setup" -eq 1 ]; then
     scripts/setup-toolchains.sh
 fi
@@ -72,13 +80,62 @@ build_rust hello-component hello-component   # a command (bin target)
 build_rust http-hello http_hello             # wasi:http/proxy (cdylib)
 build_rust http-probe http_probe             # wasi:http/proxy (cdylib)
 
+# --- JavaScript, Python and C components ------------------------------------------
+# Built with the project's own toolchains (target/toolchains/bin) against the WIT that
+# `wedge new` writes for each language, so the examples build exactly as a user's project.
+PATH="$PWD/target/toolchains/bin:$PATH"
+echo "build-guests: cargo build -p wedge (for wedge new / wedge build)"
+cargo build --quiet --locked -p wedge
+WEDGE="$PWD/target/debug/wedge"
+LANG_DIR=target/guest-build/lang
+rm -rf "$LANG_DIR"
+mkdir -p "$LANG_DIR"
+"$WEDGE" new http-js "$LANG_DIR/js" >/dev/null
+"$WEDGE" new http-py "$LANG_DIR/py" >/dev/null
+"$WEDGE" new http-c "$LANG_DIR/c" >/dev/null
+
+# fresh OUT SOURCES...: is OUT newer than every source and this script?
+fresh() {
+    local out="$1" src; shift
+    [ -f "$out" ] && [ "$out" -nt "$SELF" ] || return 1
+    for src in "$@"; do [ "$out" -nt "$src" ] || return 1; done
+}
+
+for name in hello echo json-api fetch; do
+    src="examples/js/$name.js" out="$OUT/js-$name.wasm"
+    if fresh "$out" "$src"; then echo "build-guests: $out up to date"; continue; fi
+    echo "build-guests: componentize-js $src -> $out"
+    componentize-js "$src" --wit "$LANG_DIR/js/wit" --world-name app -o "$out.tmp" >/dev/null
+    mv "$out.tmp" "$out"
+done
+
+for name in hello echo json_api fetch; do
+    src="examples/python/$name.py" out="$OUT/py-${name//_/-}.wasm"
+    if fresh "$out" "$src" templates/http-py/wedge_http.py; then echo "build-guests: $out up to date"; continue; fi
+    echo "build-guests: componentize-py $src -> $out"
+    componentize-py -d "$LANG_DIR/py/wit" -w app componentize \
+        -p examples/python -p templates/http-py "$name" -o "$out.tmp" >/dev/null
+    mv "$out.tmp" "$out"
+done
+
+# The C http hello is the http-c template itself, built by `wedge build`.
+out="$OUT/c-http-hello.wasm"
+if fresh "$out" templates/http-c/app.c templates/http-c/wedge.toml; then
+    echo "build-guests: $out up to date"
+else
+    echo "build-guests: wedge build templates/http-c -> $out"
+    "$WEDGE" build --app "$LANG_DIR/c/wedge.toml"
+    cp "$LANG_DIR/c/app.wasm" "$out"
+fi
+
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe; do
+for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe \
+    js-hello js-echo js-json-api js-fetch py-hello py-echo py-json-api py-fetch c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
     case "$f:$magic" in
-        hello-component:0061736d0d000100 | http-*:0061736d0d000100) ;;
-        hello-component:* | http-*:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
+        hello-component:0061736d0d000100 | *http-*:0061736d0d000100 | js-*:0061736d0d000100 | py-*:0061736d0d000100) ;;
+        hello-component:* | *http-*:* | js-*:* | py-*:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
         *:0061736d01000000) ;;
         *) echo "build-guests: $OUT/$f.wasm is not a core module ($magic)" >&2; exit 1 ;;
     esac

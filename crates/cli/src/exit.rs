@@ -23,6 +23,9 @@ pub enum Status {
     Internal,
     /// The app manifest is invalid (serve).
     Config,
+    /// A function's `build` command failed, its toolchain is missing, or it did not make a
+    /// function of the expected kind (`wedge build`, `wedge serve --build`).
+    BuildFailed,
     /// The wedge server answered an API request with an error (its message is shown).
     ApiRefused,
     /// The wedge server could not be reached (deploy, functions, logs).
@@ -41,6 +44,7 @@ impl Status {
             Status::OutOfFuel => 133,
             Status::Internal => 134,
             Status::Config => 135,
+            Status::BuildFailed => 136,
             Status::ApiRefused => 137,
             Status::ServerUnreachable => 138,
         }

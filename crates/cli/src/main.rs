@@ -2,12 +2,14 @@
 //! one-paragraph message and a documented exit status (docs/cli.md).
 
 mod api_client;
+mod build;
 mod compile;
 mod deploy;
 mod exit;
 mod functions;
 mod input;
 mod logs;
+mod new;
 mod run;
 mod serve;
 
@@ -35,6 +37,10 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Serve the functions of an app manifest over HTTP, a fresh instance per request.
     Serve(serve::ServeArgs),
+    /// Create a function project from a template (`--list` shows them).
+    New(new::NewArgs),
+    /// Run the `build` command of each function in the app manifest and check the result.
+    Build(build::BuildArgs),
     /// Upload a function to a running server (its deploy API) and print its URL.
     Deploy(deploy::DeployArgs),
     /// List a server's functions; show, remove or roll back a deployed one.
@@ -64,6 +70,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args).map(|()| 0),
         Command::Serve(args) => serve::serve(args).map(|()| 0),
+        Command::New(args) => new::new(args).map(|()| 0),
+        Command::Build(args) => build::build(args).map(|()| 0),
         Command::Deploy(args) => deploy::deploy(args).map(|()| 0),
         Command::Functions(args) => functions::functions(args).map(|()| 0),
         Command::Logs(args) => logs::logs(args).map(|()| 0),

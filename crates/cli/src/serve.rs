@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// After SIGTERM or ctrl-c, how long requests in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
     shutdown_timeout: Duration,
+    /// Run `wedge build` on the manifest first (each function's `build` command).
+    #[arg(long)]
+    build: bool,
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
@@ -80,6 +83,17 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from("wedge.toml")).filter(|path| path.exists()),
     };
+    if args.build {
+        let Some(manifest_path) = &manifest_path else {
+            return Err(Failure::new(
+                Status::Usage,
+                anyhow!(
+                    "--build needs an app manifest: there is no wedge.toml in the current directory; pass it with --app FILE"
+                ),
+            ));
+        };
+        crate::build::build_app(manifest_path)?;
+    }
     let manifest = match &manifest_path {
         Some(path) => Some(AppManifest::load(path).status(Status::Config)?),
         None => None,
