@@ -217,10 +217,12 @@ fn the_cache_compiles_once_and_rebuilds_a_damaged_entry() {
 
     let first = debug_run(&["run", hello]);
     first.expect_code(0).stderr_has("compiled");
+    // One entry: its header (.meta) and its code (.code, mapped when loaded).
     let entries = cache_entries(&wedge);
-    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].extension().is_some_and(|e| e == "code"));
+    assert!(entries[1].extension().is_some_and(|e| e == "meta"));
     let entry = &entries[0];
-    assert!(entry.extension().is_some_and(|e| e == "cwasm"));
     let written = std::fs::metadata(entry).unwrap().modified().unwrap();
 
     let second = debug_run(&["run", hello]);
@@ -247,13 +249,18 @@ fn the_cache_compiles_once_and_rebuilds_a_damaged_entry() {
     let third = debug_run(&["run", hello]);
     third.expect_code(0).stderr_has("loaded from the AOT cache");
 
-    // A garbage entry (not even a header) is treated the same way.
-    std::fs::write(entry, b"garbage").unwrap();
+    // A garbage header, or a missing code file, is treated the same way.
+    std::fs::write(&entries[1], b"garbage").unwrap();
     wedge
         .run(&["run", hello])
         .expect_code(0)
         .stderr_has("rebuilt");
-    assert_eq!(cache_entries(&wedge).len(), 1);
+    std::fs::remove_file(entry).unwrap();
+    wedge
+        .run(&["run", hello])
+        .expect_code(0)
+        .stderr_has("rebuilt");
+    assert_eq!(cache_entries(&wedge).len(), 2);
 }
 
 #[test]
@@ -273,8 +280,8 @@ fn different_settings_get_different_cache_entries_and_no_cache_writes_none() {
         .expect_code(0);
     assert_eq!(
         cache_entries(&wedge).len(),
-        2,
-        "fuel metering is a different compilation"
+        4,
+        "fuel metering is a different compilation (two entries of two files each)"
     );
 }
 

@@ -19,6 +19,9 @@
 //! build_len    2  u16, then that many bytes of UTF-8: the wedge build that wrote it
 //! payload         wasmtime's serialized module or component
 //! ```
+//!
+//! The AOT cache stores the header (`<key>.meta`) and the payload (`<key>.code`) in two files,
+//! so that the payload can be mapped from disk (see cache.rs).
 
 use crate::Fingerprint;
 
@@ -53,11 +56,35 @@ pub enum ArtifactError {
     UnknownFormat(u32),
 }
 
+/// What the header says of its payload: its length and BLAKE3 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadSeal {
+    pub len: u64,
+    pub digest: [u8; 32],
+}
+
+impl PayloadSeal {
+    pub fn of(payload: &[u8]) -> Self {
+        Self {
+            len: payload.len() as u64,
+            digest: *blake3::hash(payload).as_bytes(),
+        }
+    }
+}
+
 /// Wraps wasmtime's serialized code in a header.
 pub fn encode(header: &ArtifactHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = encode_header(header, PayloadSeal::of(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The header alone, sealing a payload kept elsewhere (the AOT cache keeps the payload in a
+/// file of its own, so that it can be mapped instead of copied).
+pub fn encode_header(header: &ArtifactHeader, seal: PayloadSeal) -> Vec<u8> {
     let built_by = header.built_by.as_bytes();
     let built_by = &built_by[..built_by.len().min(u16::MAX as usize)];
-    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + built_by.len() + payload.len());
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + built_by.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.push(match header.kind {
@@ -67,11 +94,10 @@ pub fn encode(header: &ArtifactHeader, payload: &[u8]) -> Vec<u8> {
     out.push(if header.fuel_metering { FLAG_FUEL } else { 0 });
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&header.fingerprint.0);
-    out.extend_from_slice(blake3::hash(payload).as_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&seal.digest);
+    out.extend_from_slice(&seal.len.to_le_bytes());
     out.extend_from_slice(&(built_by.len() as u16).to_le_bytes());
     out.extend_from_slice(built_by);
-    out.extend_from_slice(payload);
     out
 }
 
@@ -83,6 +109,24 @@ pub fn is_artifact(bytes: &[u8]) -> bool {
 /// Parses the header and checks the payload's digest. Returns the header and the payload.
 /// Nothing here trusts the payload: a wrong length or digest is an error, never a load.
 pub fn decode(bytes: &[u8]) -> Result<(ArtifactHeader, &[u8]), ArtifactError> {
+    let (header, seal, header_len) = decode_header(bytes)?;
+    let payload = &bytes[header_len..];
+    if payload.len() as u64 != seal.len {
+        return Err(ArtifactError::Damaged(
+            "its length differs from the one in its header",
+        ));
+    }
+    if PayloadSeal::of(payload) != seal {
+        return Err(ArtifactError::Damaged(
+            "its contents do not match the digest in its header",
+        ));
+    }
+    Ok((header, payload))
+}
+
+/// Parses the header only: the header, its seal of the payload, and where the payload
+/// starts. The caller checks the payload against the seal.
+pub fn decode_header(bytes: &[u8]) -> Result<(ArtifactHeader, PayloadSeal, usize), ArtifactError> {
     if !is_artifact(bytes) {
         return Err(ArtifactError::NotAnArtifact);
     }
@@ -112,17 +156,6 @@ pub fn decode(bytes: &[u8]) -> Result<(ArtifactHeader, &[u8]), ArtifactError> {
         return Err(ArtifactError::Damaged("the header is incomplete"));
     }
     let built_by = String::from_utf8_lossy(&rest[..built_by_len]).into_owned();
-    let payload = &rest[built_by_len..];
-    if payload.len() as u64 != payload_len {
-        return Err(ArtifactError::Damaged(
-            "its length differs from the one in its header",
-        ));
-    }
-    if blake3::hash(payload).as_bytes() != &digest {
-        return Err(ArtifactError::Damaged(
-            "its contents do not match the digest in its header",
-        ));
-    }
     Ok((
         ArtifactHeader {
             kind,
@@ -130,7 +163,11 @@ pub fn decode(bytes: &[u8]) -> Result<(ArtifactHeader, &[u8]), ArtifactError> {
             fingerprint,
             built_by,
         },
-        payload,
+        PayloadSeal {
+            len: payload_len,
+            digest,
+        },
+        FIXED_HEADER_LEN + built_by_len,
     ))
 }
 

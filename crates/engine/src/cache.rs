@@ -52,14 +52,24 @@ impl ArtifactCache {
         &self.dir
     }
 
-    pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
-        self.dir.join(format!("{}.cwasm", key.as_str()))
+    /// The entry's header: who compiled it, for which engine, and the payload's seal.
+    pub fn meta_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.meta", key.as_str()))
     }
 
-    /// The entry's bytes, or `None` when there is none (or it cannot be read).
-    pub fn get(&self, key: &CacheKey) -> Option<Vec<u8>> {
-        match std::fs::read(self.entry_path(key)) {
-            Ok(bytes) => Some(bytes),
+    /// The entry's payload: wasmtime's serialized code, alone in its file so that it can be
+    /// mapped (`deserialize_file`) rather than copied into the process.
+    pub fn code_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.code", key.as_str()))
+    }
+
+    /// The entry's header bytes and where its code is, if the entry is complete.
+    pub fn get(&self, key: &CacheKey) -> Option<CachedEntry> {
+        match std::fs::read(self.meta_path(key)) {
+            Ok(meta) => Some(CachedEntry {
+                meta,
+                code: self.code_path(key),
+            }),
             Err(error) => {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(%error, key = key.as_str(), "cannot read cache entry");
@@ -69,21 +79,32 @@ impl ArtifactCache {
         }
     }
 
-    /// Stores an entry atomically: temp file in the same directory, then rename.
-    pub fn put(&self, key: &CacheKey, bytes: &[u8]) -> std::io::Result<()> {
-        crate::durable::write_atomically(&self.entry_path(key), bytes)
+    /// Stores an entry durably: the code first, then the header that makes it complete.
+    /// Files are only ever replaced (rename), never changed in place, so a mapping of an
+    /// older `.code` keeps seeing the bytes it was checked against.
+    pub fn put(&self, key: &CacheKey, meta: &[u8], code: &[u8]) -> std::io::Result<()> {
+        crate::durable::write_atomically(&self.code_path(key), code)?;
+        crate::durable::write_atomically(&self.meta_path(key), meta)
     }
 
     pub fn discard(&self, key: &CacheKey) {
-        if let Err(error) = std::fs::remove_file(self.entry_path(key))
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, key = key.as_str(), "cannot remove damaged cache entry");
+        for path in [self.meta_path(key), self.code_path(key)] {
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(%error, path = %path.display(), "cannot remove damaged cache entry");
+            }
         }
     }
 }
 
-/// A temporary file that is removed unless it was renamed into place.
+/// A complete cache entry: the header's bytes, and the path of the code it seals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedEntry {
+    pub meta: Vec<u8>,
+    pub code: PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,8 +123,10 @@ mod tests {
         let cache = ArtifactCache::new(dir.path().join("nested"));
         let key = CacheKey::new(Fingerprint([1; 32]), b"x");
         assert_eq!(cache.get(&key), None);
-        cache.put(&key, b"artifact").unwrap();
-        assert_eq!(cache.get(&key).as_deref(), Some(&b"artifact"[..]));
+        cache.put(&key, b"header", b"code").unwrap();
+        let entry = cache.get(&key).unwrap();
+        assert_eq!(entry.meta, b"header");
+        assert_eq!(std::fs::read(&entry.code).unwrap(), b"code");
         cache.discard(&key);
         assert_eq!(cache.get(&key), None);
         // No temporary files are left behind.

@@ -2,8 +2,8 @@
 //! load a `.cwasm`. The format is always decided by the bytes, never by the file name.
 
 use crate::WedgeEngine;
-use crate::artifact::{self, ArtifactHeader, ArtifactKind};
-use crate::cache::{ArtifactCache, CacheKey};
+use crate::artifact::{self, ArtifactError, ArtifactHeader, ArtifactKind, PayloadSeal};
+use crate::cache::{ArtifactCache, CacheKey, CachedEntry};
 
 /// The two kinds of WebAssembly program wedge runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +263,7 @@ impl<'a> Loader<'a> {
         let key = CacheKey::new(self.engine.fingerprint(), bytes);
         let mut rebuilt_because = None;
         if let Some(entry) = cache.get(&key) {
-            match self.load_artifact(&entry) {
+            match self.load_cached(&entry) {
                 Ok(program) => {
                     tracing::debug!(key = key.as_str(), "loaded from the AOT cache");
                     return Ok((program, LoadSource::Cached));
@@ -281,15 +281,27 @@ impl<'a> Loader<'a> {
         let started = std::time::Instant::now();
         let program = self.compile(bytes)?;
         tracing::debug!(elapsed = ?started.elapsed(), "compiled");
-        let stored = self.serialize(&program).and_then(|artifact| {
-            cache
-                .put(&key, &artifact)
-                .map_err(|error| LoadError::Cache {
-                    dir: cache.dir().to_path_buf(),
-                    reason: error.to_string(),
-                })
-        });
+        let stored = self
+            .serialize_parts(&program)
+            .and_then(|(header, payload)| {
+                let meta = artifact::encode_header(&header, PayloadSeal::of(&payload));
+                cache
+                    .put(&key, &meta, &payload)
+                    .map_err(|error| LoadError::Cache {
+                        dir: cache.dir().to_path_buf(),
+                        reason: error.to_string(),
+                    })
+            });
+        let mut program = program;
         match stored {
+            // A server keeps what it loaded for a long time: map the code from the cache
+            // file (shared with the page cache, paged in when used) instead of keeping the
+            // freshly compiled copy in anonymous memory. An idle function then costs little.
+            Ok(()) if self.cache_required => {
+                if let Some(entry) = cache.get(&key) {
+                    program = self.load_cached(&entry)?;
+                }
+            }
             Ok(()) => {}
             Err(error) if self.cache_required => return Err(error),
             Err(error) => tracing::warn!(%error, "cannot write the AOT cache"),
@@ -342,6 +354,11 @@ impl<'a> Loader<'a> {
     }
 
     fn serialize(&self, program: &Program) -> Result<Vec<u8>, LoadError> {
+        let (header, payload) = self.serialize_parts(program)?;
+        Ok(artifact::encode(&header, &payload))
+    }
+
+    fn serialize_parts(&self, program: &Program) -> Result<(ArtifactHeader, Vec<u8>), LoadError> {
         let payload = match program {
             Program::Module(module) => module.serialize(),
             Program::Component(component) => component.serialize(),
@@ -359,7 +376,52 @@ impl<'a> Loader<'a> {
             fingerprint: self.engine.fingerprint(),
             built_by: crate::BUILD_ID.to_string(),
         };
-        Ok(artifact::encode(&header, &payload))
+        Ok((header, payload))
+    }
+
+    /// Loads a cache entry by mapping its code file, after checking its header against this
+    /// engine and the file's length and digest against the header.
+    fn load_cached(&self, entry: &CachedEntry) -> Result<Program, LoadError> {
+        let (header, seal, _) =
+            artifact::decode_header(&entry.meta).map_err(LoadError::DamagedArtifact)?;
+        self.check_compatible(&header)?;
+        let damaged = |what: &'static str| LoadError::DamagedArtifact(ArtifactError::Damaged(what));
+        let mut file = std::fs::File::open(&entry.code)
+            .map_err(|_| damaged("its code file is missing or unreadable"))?;
+        let mut hasher = blake3::Hasher::new();
+        let read = std::io::copy(&mut file, &mut hasher)
+            .map_err(|_| damaged("its code file cannot be read"))?;
+        if read != seal.len {
+            return Err(damaged("its length differs from the one in its header"));
+        }
+        if hasher.finalize().as_bytes() != &seal.digest {
+            return Err(damaged(
+                "its contents do not match the digest in its header",
+            ));
+        }
+        let engine = self.engine.engine();
+        let incompatible = |error: wasmtime::Error| LoadError::IncompatibleArtifact {
+            reason: error_chain(&error),
+        };
+        // SAFETY: `deserialize_file` maps the file as native code, so it must hold what
+        // wasmtime's `serialize` produced for a compatible engine, and must not change while
+        // mapped. We just checked its length and BLAKE3 digest against the header, and the
+        // header's fingerprint against this engine (wasmtime re-checks its own version and
+        // settings). The cache only ever replaces files by rename (a new inode) and removes
+        // them by unlink, never writes into one, so the mapped bytes stay the checked ones.
+        // What remains trusted is the cache directory itself, which only wedge writes.
+        unsafe {
+            match header.kind {
+                ArtifactKind::Module => {
+                    wasmtime::Module::deserialize_file(engine, &entry.code).map(Program::Module)
+                }
+                ArtifactKind::Component => {
+                    wasmtime::component::Component::deserialize_file(engine, &entry.code)
+                        .map(Program::Component)
+                }
+            }
+        }
+        .map_err(incompatible)
     }
 
     /// Verifies an artifact's header and digest against this engine, then loads it.
@@ -489,7 +551,7 @@ mod tests {
         assert_eq!(loader.load(wat).unwrap().1, LoadSource::Cached);
 
         let key = CacheKey::new(engine.fingerprint(), wat);
-        let path = cache.entry_path(&key);
+        let path = cache.code_path(&key);
         let mut entry = std::fs::read(&path).unwrap();
         let last = entry.len() - 1;
         entry[last] ^= 0xff;

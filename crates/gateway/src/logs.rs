@@ -56,19 +56,17 @@ impl LogLine {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FunctionLog {
-    lines: Mutex<VecDeque<LogLine>>,
-    followers: broadcast::Sender<LogLine>,
+    inner: Mutex<LogInner>,
 }
 
-impl Default for FunctionLog {
-    fn default() -> Self {
-        Self {
-            lines: Mutex::new(VecDeque::new()),
-            followers: broadcast::channel(FOLLOW_BACKLOG).0,
-        }
-    }
+#[derive(Debug, Default)]
+struct LogInner {
+    lines: VecDeque<LogLine>,
+    /// Made by the first follower: a channel preallocates its backlog, which thousands of
+    /// idle functions should not pay for.
+    followers: Option<broadcast::Sender<LogLine>>,
 }
 
 impl FunctionLog {
@@ -76,9 +74,9 @@ impl FunctionLog {
         let unix_millis = crate::time::now_millis();
         // Also into wedge's own log, one structured line each: readable, never interleaved.
         tracing::info!(target: "wedge::guest", function, request_id, stream = stream.as_str(), "{text}");
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        if lines.len() == LOG_CAPACITY {
-            lines.pop_front();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.lines.len() == LOG_CAPACITY {
+            inner.lines.pop_front();
         }
         let line = LogLine {
             unix_millis,
@@ -88,18 +86,23 @@ impl FunctionLog {
         };
         // Sent under the lock, so a follower's snapshot and its stream neither overlap
         // nor leave a gap.
-        if self.followers.receiver_count() > 0 {
-            let _ = self.followers.send(line.clone());
+        if let Some(followers) = &inner.followers
+            && followers.receiver_count() > 0
+        {
+            let _ = followers.send(line.clone());
         }
-        lines.push_back(line);
+        inner.lines.push_back(line);
     }
 
     /// The lines kept so far and a stream of every line pushed after them. The stream ends
     /// when the function is gone (its last version dropped).
     pub fn follow(&self) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let receiver = self.followers.subscribe();
-        (lines.iter().cloned().collect(), receiver)
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = inner
+            .followers
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BACKLOG).0)
+            .subscribe();
+        (inner.lines.iter().cloned().collect(), receiver)
     }
 
     /// Splits captured output into lines and appends them.
@@ -133,9 +136,10 @@ impl FunctionLog {
 
     /// A copy of the lines currently kept, oldest first.
     pub fn snapshot(&self) -> Vec<LogLine> {
-        self.lines
+        self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .lines
             .iter()
             .cloned()
             .collect()
