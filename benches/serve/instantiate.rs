@@ -1,9 +1,12 @@
 //! In-process benchmark: one request through the gateway's full request path (routing,
 //! admission, a fresh store, instantiation from the pre-instance, the guest's handler, the
-//! response body collected), without sockets. Reports p50/p99/mean in microseconds.
+//! response body collected), without sockets. Reports each function's size, its compile
+//! (deploy) time, and the request's p50/p99/mean in microseconds.
 //!
 //! Run: `cargo bench -p wedge-gateway --bench instantiate` (after scripts/build-guests.sh).
-//! Options: `ITERATIONS` (default 20000), `GUESTS` (default target/guests).
+//! Options: `ITERATIONS` (default 20000), `GUESTS` (default target/guests),
+//! `FUNCTIONS=LABEL=FILE,...` (files relative to `GUESTS`; default: the Rust and C hellos, and
+//! the JavaScript, Python and C-component hellos of docs/languages.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,18 +33,36 @@ fn main() {
         .build()
         .expect("tokio runtime");
 
-    println!("| function | requests | p50 µs | p99 µs | mean µs |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (label, file) in [
-        ("http (Rust component)", "http-hello.wasm"),
-        ("wagi (C module)", "wagi-hello.wasm"),
-    ] {
-        let path = guests.join(file);
+    let functions: Vec<(String, String)> = match std::env::var("FUNCTIONS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|entry| entry.split_once('='))
+            .map(|(label, file)| (label.to_string(), file.to_string()))
+            .collect(),
+        Err(_) => [
+            ("http (Rust component)", "http-hello.wasm"),
+            ("wagi (C module)", "wagi-hello.wasm"),
+            ("http (C component)", "c-http-hello.wasm"),
+            ("http (JavaScript)", "js-hello.wasm"),
+            ("http (Python)", "py-hello.wasm"),
+        ]
+        .iter()
+        .map(|(label, file)| (label.to_string(), file.to_string()))
+        .collect(),
+    };
+
+    println!("| function | size KiB | compile ms | requests | p50 µs | p99 µs | mean µs |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (label, file) in functions {
+        let path = guests.join(&file);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-guests.sh)", path.display()));
         let limits = GatewayLimits::default();
         let engine = WedgeEngine::new(engine_options(&limits, 128 << 20)).expect("engine");
+        // What a deploy pays once: Cranelift compiles the whole program (no cache here).
+        let compile_started = Instant::now();
         let (program, _) = Loader::new(&engine, None).load(&bytes).expect("compile");
+        let compile = compile_started.elapsed();
         let spec = FunctionSpec {
             name: "bench".into(),
             route: "/".into(),
@@ -87,7 +108,9 @@ fn main() {
         let pct = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
         let mean = sorted.iter().sum::<Duration>() / sorted.len() as u32;
         println!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} |",
+            bytes.len() as f64 / 1024.0,
+            compile.as_secs_f64() * 1e3,
             sorted.len(),
             pct(0.50).as_secs_f64() * 1e6,
             pct(0.99).as_secs_f64() * 1e6,

