@@ -16,6 +16,7 @@ pub mod durable;
 pub mod engine;
 pub mod invoke;
 pub mod limits;
+mod memory;
 pub mod outcome;
 pub mod program;
 pub mod units;

@@ -301,6 +301,7 @@ impl<'a> Loader<'a> {
                 if let Some(entry) = cache.get(&key) {
                     program = self.load_cached(&entry)?;
                 }
+                crate::memory::return_freed_heap();
             }
             Ok(()) => {}
             Err(error) if self.cache_required => return Err(error),
