@@ -488,6 +488,35 @@ fn redeploys_under_load_swap_atomically_without_a_failed_request() {
 }
 
 #[test]
+fn a_concurrency_limit_holds_across_a_redeploy() {
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start(data.path());
+    let config = r#"{"route": "/p", "max_concurrency": 1}"#;
+    assert_eq!(node.deploy("p", config, &probe()).status, 201);
+    // One slow request holds the only slot of version 1 ...
+    let slow_url = node.server.url("/p/sleep?ms=1500");
+    let slow = std::thread::spawn(move || get(&slow_url).status);
+    let metrics = node.server.url("/_wedge/metrics");
+    let started = std::time::Instant::now();
+    while !get(&metrics)
+        .text()
+        .contains("wedge_in_flight_requests{function=\"p\"} 1")
+    {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the slow request never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // ... and still does after a redeploy with the same limit: the new version answers 503.
+    assert_eq!(node.deploy("p", config, &probe()).status, 200);
+    let refused = get(&node.server.url("/p/counter"));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(get(&node.server.url("/p/counter")).status, 200);
+}
+
+#[test]
 fn a_restart_restores_exactly_the_acknowledged_functions_even_after_sigkill() {
     let data = tempfile::tempdir().unwrap();
     let wasm = probe();

@@ -167,10 +167,15 @@ impl Function {
     }
 
     /// Takes over the metrics and log of the version this one replaces, so counters keep
-    /// counting and log followers keep following across a redeploy.
+    /// counting and log followers keep following across a redeploy; and, when the limit is
+    /// unchanged, its concurrency permits, so requests still running on the old version
+    /// count against the new one's `max_concurrency` too.
     pub fn continue_history_of(mut self, previous: &Function) -> Self {
         self.metrics = previous.metrics.clone();
         self.log = previous.log.clone();
+        if self.spec.max_concurrency == previous.spec.max_concurrency {
+            self.concurrency = previous.concurrency.clone();
+        }
         self
     }
 }
