@@ -400,6 +400,14 @@ impl<'a> Loader<'a> {
                 "its contents do not match the digest in its header",
             ));
         }
+        // Reading the file for the digest left all of it in the page cache, and the kernel
+        // maps cached pages around every fault ("fault-around"): the loader's few reads would
+        // then make the whole code resident in this process. A server (which requires the
+        // cache) drops the cached pages, so that an idle function keeps less of its code
+        // resident; `wedge run` keeps them, as it is about to run the code anyway.
+        if self.cache_required {
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
         let engine = self.engine.engine();
         let incompatible = |error: wasmtime::Error| LoadError::IncompatibleArtifact {
             reason: error_chain(&error),
