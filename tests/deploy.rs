@@ -726,9 +726,8 @@ fn the_cli_clients_deploy_list_show_roll_back_read_logs_and_remove() {
         "--env",
         "GREETING=one",
     ]);
-    deployed.expect_code(0);
+    deployed.expect_code(0).stderr_has("version 1");
     assert_eq!(deployed.stdout.trim(), node.server.url("/p"));
-    assert!(deployed.stderr.contains("version 1"), "{}", deployed.stderr);
     run(&[
         "deploy",
         "p",
@@ -744,8 +743,7 @@ fn the_cli_clients_deploy_list_show_roll_back_read_logs_and_remove() {
     assert_eq!(get(&node.server.url("/p/env?name=GREETING")).text(), "two");
 
     let listed = run(&["functions"]);
-    listed.expect_code(0);
-    assert!(listed.stdout.contains("app-hello"), "{}", listed.stdout);
+    listed.expect_code(0).stdout_has("app-hello");
     assert!(
         listed
             .stdout
@@ -754,13 +752,9 @@ fn the_cli_clients_deploy_list_show_roll_back_read_logs_and_remove() {
         "{}",
         listed.stdout
     );
-    let shown = run(&["functions", "show", "p"]);
-    shown.expect_code(0);
-    assert!(
-        shown.stdout.contains("\"timeout\":\"2s\""),
-        "{}",
-        shown.stdout
-    );
+    run(&["functions", "show", "p"])
+        .expect_code(0)
+        .stdout_has("\"timeout\":\"2s\"");
     run(&["functions", "rollback", "p"]).expect_code(0);
     assert_eq!(get(&node.server.url("/p/env?name=GREETING")).text(), "one");
     run(&["functions", "rollback", "p", "--to", "2"]).expect_code(0);
@@ -769,52 +763,32 @@ fn the_cli_clients_deploy_list_show_roll_back_read_logs_and_remove() {
     run(&["deploy", "cgi", wagi.to_str().unwrap()]).expect_code(0);
     let malformed = get(&node.server.url("/cgi/malformed"));
     let id = malformed.header("x-wedge-request-id").unwrap().to_string();
-    let logs = run(&["logs", "cgi"]);
-    logs.expect_code(0);
-    assert!(logs.stdout.contains(&id), "{}", logs.stdout);
+    run(&["logs", "cgi"]).expect_code(0).stdout_has(&id);
 
     // The server's own message, not a bare status; documented exit statuses.
-    let refused = run(&[
-        "deploy",
-        "bad",
-        support::fixture("reactor.wat").to_str().unwrap(),
-    ]);
-    refused.expect_code(status::API_REFUSED);
-    assert!(
-        refused.stderr.contains("422 wrong_kind"),
-        "{}",
-        refused.stderr
-    );
-    assert!(
-        refused.stderr.contains("neither kind"),
-        "{}",
-        refused.stderr
-    );
-    let gone = run(&["functions", "rm", "nope"]);
-    gone.expect_code(status::API_REFUSED);
-    assert!(
-        gone.stderr.contains("there is no function `nope`"),
-        "{}",
-        gone.stderr
-    );
-    let wrong = wedge.run(&["functions", "--server", &server, "--token", "wrong-token"]);
-    wrong.expect_code(status::API_REFUSED);
-    assert!(wrong.stderr.contains("token is wrong"), "{}", wrong.stderr);
-    let unreachable = wedge.run(&[
-        "functions",
-        "--server",
-        "http://127.0.0.1:1",
-        "--token",
-        "x",
-    ]);
-    unreachable.expect_code(status::SERVER_UNREACHABLE);
-    assert!(
-        unreachable.stderr.contains("cannot reach"),
-        "{}",
-        unreachable.stderr
-    );
-    let no_file = run(&["deploy", "x", "/nonexistent.wasm"]);
-    no_file.expect_code(status::NO_INPUT);
+    let reactor = support::fixture("reactor.wat");
+    run(&["deploy", "bad", reactor.to_str().unwrap()])
+        .expect_code(status::API_REFUSED)
+        .stderr_has("422 wrong_kind")
+        .stderr_has("neither kind");
+    run(&["functions", "rm", "nope"])
+        .expect_code(status::API_REFUSED)
+        .stderr_has("there is no function `nope`");
+    wedge
+        .run(&["functions", "--server", &server, "--token", "wrong-token"])
+        .expect_code(status::API_REFUSED)
+        .stderr_has("token is wrong");
+    wedge
+        .run(&[
+            "functions",
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+        ])
+        .expect_code(status::SERVER_UNREACHABLE)
+        .stderr_has("cannot reach");
+    run(&["deploy", "x", "/nonexistent.wasm"]).expect_code(status::NO_INPUT);
 
     run(&["functions", "rm", "p"]).expect_code(0);
     assert_eq!(get(&node.server.url("/p/counter")).status, 404);
