@@ -298,9 +298,16 @@ impl<'a> Loader<'a> {
             // file (shared with the page cache, paged in when used) instead of keeping the
             // freshly compiled copy in anonymous memory. An idle function then costs little.
             Ok(()) if self.cache_required => {
-                if let Some(entry) = cache.get(&key) {
-                    program = self.load_cached(&entry)?;
-                }
+                let code = cache.code_path(&key);
+                let file = std::fs::File::open(&code).map_err(|error| LoadError::Cache {
+                    dir: cache.dir().to_path_buf(),
+                    reason: error.to_string(),
+                })?;
+                // SAFETY: the file holds exactly what `serialize_parts` produced for this
+                // engine a moment ago (written whole, fsynced and renamed into place by
+                // `cache.put`), and cache files are only ever replaced by rename, never
+                // written in place; so there is nothing to re-verify before mapping it.
+                program = unsafe { self.map_code(program.kind().into(), &file, &code)? };
                 crate::memory::return_freed_heap();
             }
             Ok(()) => {}
@@ -400,37 +407,51 @@ impl<'a> Loader<'a> {
                 "its contents do not match the digest in its header",
             ));
         }
-        // Reading the file for the digest left all of it in the page cache, and the kernel
-        // maps cached pages around every fault ("fault-around"): the loader's few reads would
-        // then make the whole code resident in this process. A server (which requires the
-        // cache) drops the cached pages, so that an idle function keeps less of its code
-        // resident; `wedge run` keeps them, as it is about to run the code anyway.
+        // SAFETY: we just checked the file's length and BLAKE3 digest against the header,
+        // and the header's fingerprint against this engine (wasmtime re-checks its own
+        // version and settings). The cache only ever replaces files by rename (a new inode)
+        // and removes them by unlink, never writes into one, so the mapped bytes stay the
+        // checked ones. What remains trusted is the cache directory, which only wedge writes.
+        unsafe { self.map_code(header.kind, &file, &entry.code) }
+    }
+
+    /// Maps a cache entry's code file (`file`, open on `path`) as a program.
+    ///
+    /// # Safety
+    ///
+    /// `deserialize_file` maps the file as native code: it must hold exactly what wasmtime's
+    /// `serialize` produced for an engine compatible with this one, and must not change while
+    /// mapped.
+    unsafe fn map_code(
+        &self,
+        kind: ArtifactKind,
+        file: &std::fs::File,
+        path: &std::path::Path,
+    ) -> Result<Program, LoadError> {
+        // The file's pages are in the page cache (the digest check read them, or we just
+        // wrote them), and the kernel maps cached pages around every fault ("fault-around"):
+        // the loader's few reads would make the whole code resident in this process. A
+        // server (which requires the cache) drops the cached pages, so that an idle function
+        // keeps less of its code resident; `wedge run` keeps them, as it is about to run it.
         if self.cache_required {
-            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+            let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
         }
         let engine = self.engine.engine();
-        let incompatible = |error: wasmtime::Error| LoadError::IncompatibleArtifact {
-            reason: error_chain(&error),
-        };
-        // SAFETY: `deserialize_file` maps the file as native code, so it must hold what
-        // wasmtime's `serialize` produced for a compatible engine, and must not change while
-        // mapped. We just checked its length and BLAKE3 digest against the header, and the
-        // header's fingerprint against this engine (wasmtime re-checks its own version and
-        // settings). The cache only ever replaces files by rename (a new inode) and removes
-        // them by unlink, never writes into one, so the mapped bytes stay the checked ones.
-        // What remains trusted is the cache directory itself, which only wedge writes.
+        // SAFETY: the caller guarantees what `deserialize_file` requires (see `# Safety`).
         unsafe {
-            match header.kind {
+            match kind {
                 ArtifactKind::Module => {
-                    wasmtime::Module::deserialize_file(engine, &entry.code).map(Program::Module)
+                    wasmtime::Module::deserialize_file(engine, path).map(Program::Module)
                 }
                 ArtifactKind::Component => {
-                    wasmtime::component::Component::deserialize_file(engine, &entry.code)
+                    wasmtime::component::Component::deserialize_file(engine, path)
                         .map(Program::Component)
                 }
             }
         }
-        .map_err(incompatible)
+        .map_err(|error| LoadError::IncompatibleArtifact {
+            reason: error_chain(&error),
+        })
     }
 
     /// Verifies an artifact's header and digest against this engine, then loads it.
