@@ -11,3 +11,4 @@ pub mod wasi;
 
 pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
 pub mod http_outbound;
+pub mod key_value;

@@ -1,0 +1,695 @@
+//! Key-value storage for guests: the host side of `wasi:keyvalue@0.2.0-draft` (interfaces
+//! `store`, `atomics` and `batch`), with two backends: an embedded SQLite file per bucket
+//! ([`sqlite`], the default, needs nothing else) and Redis ([`redis`], for more than one node).
+//!
+//! # Shape
+//!
+//! - A [`KeyValueBackend`] is one kind of storage. It serves many buckets; a bucket is named by
+//!   a [`BucketId`]: the function's *scope* (its tenant) and the *store* name the guest opened.
+//! - [`KeyValueStores`] says which backend (and which [`KeyValueLimits`]) serves which store
+//!   name: stores named in the runtime config get their own backend, every other granted name
+//!   goes to the fallback (the embedded SQLite).
+//! - [`KeyValueGrant`] is what one function may open; [`KeyValueCtx`] is the per-request state;
+//!   [`KeyValueView`] lends it, together with the `ResourceTable` the request shares with WASI and
+//!   HTTP, to the host functions that [`add_to_linker`] installs.
+//!
+//! # Scope isolation
+//!
+//! The guest names only the store; the scope comes from the grant, never from the guest. Every
+//! backend addresses storage by the whole [`BucketId`] (SQLite: `DIR/<scope>/kv/<store>.db`;
+//! Redis: the hash `wedge:kv:<scope>:<store>`), so two tenants that both open `cache` reach
+//! different files or hashes. A [`BucketId`] can only be built from names that pass
+//! [`BucketId::new`]'s check (lowercase letters, digits, `-` and `_`, starting with a letter or
+//! digit), so a name can never climb out of its directory (`..`, `/`) or run into the next part
+//! of a Redis key (`:`), whatever a caller forgot to validate.
+//!
+//! # Limits and failures
+//!
+//! Keys and values are checked against the store's limits before the backend is asked; the key
+//! count (`max_keys`) is checked by the backend atomically with the write (a SQLite
+//! `BEGIN IMMEDIATE` transaction, a Redis Lua script), so concurrent writers can never push a
+//! bucket past it, and a batch that would is refused whole. Every limit violation reaches the
+//! guest as `error::other` with a message naming the limit and its value; nothing traps.
+//!
+//! Every backend call is bounded by the store's `timeout` and by the request's deadline (less a
+//! small margin, so the guest still gets to answer). A backend that is down, slow or broken
+//! yields `error::other("key-value store `NAME` is unavailable: ...")` and one warning in the
+//! log; the next call tries again (the SQLite pool reopens files, the Redis pool reconnects).
+//! A call that timed out may still have been applied: the guest learns "unknown", not "no".
+
+pub mod redis;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/wasi-keyvalue-0.2.0-draft",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::key_value::Bucket,
+        },
+        trappable_error_type: {
+            "wasi:keyvalue/store.error" => crate::key_value::KeyValueError,
+        },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, batch, store};
+
+/// How much of a request's remaining time a key-value call leaves unused, so that the guest
+/// can still turn a failed call into a response before the request's deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// The longest scope or store name a [`BucketId`] accepts (a file name's limit, with room for
+/// the `.db` suffix).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Per-store limits (configurable per store in the runtime config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValueLimits {
+    /// The longest key, in bytes.
+    pub max_key_size: usize,
+    /// The largest value, in bytes.
+    pub max_value_size: usize,
+    /// How many keys one bucket may hold.
+    pub max_keys: u64,
+    /// The longest one call may take (the request's deadline may cut it shorter).
+    pub timeout: Duration,
+}
+
+impl Default for KeyValueLimits {
+    fn default() -> Self {
+        Self {
+            max_key_size: 1024,
+            max_value_size: 1024 * 1024,
+            max_keys: 100_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What went wrong in a key-value call. Every variant but [`KeyValueError::Resource`] reaches
+/// the guest as a `wasi:keyvalue/store.error` (see [`KeyValueError::into_wit`]); `Resource` (a
+/// handle the guest cannot have) traps.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyValueError {
+    #[error("key-value store `{store}` is not granted to this function")]
+    AccessDenied { store: String },
+    #[error("invalid key-value {what} name `{name}`: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("the key is empty")]
+    EmptyKey,
+    #[error("a key of {len} bytes is longer than max_key_size ({max} bytes)")]
+    KeyTooLong { len: usize, max: usize },
+    #[error("a value of {len} bytes is larger than max_value_size ({max} bytes)")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error(
+        "key-value store `{store}` is full: it holds max_keys ({max_keys}) keys, so no new key can be added"
+    )]
+    TooManyKeys { store: String, max_keys: u64 },
+    #[error(
+        "the value of `{key}` is not a decimal number between 0 and 18446744073709551615, so it cannot be incremented"
+    )]
+    NotANumber { key: String },
+    #[error("incrementing `{key}` by {delta} overflows 18446744073709551615")]
+    Overflow { key: String, delta: u64 },
+    #[error("key-value store `{store}` is unavailable: {reason}")]
+    Unavailable { store: String, reason: String },
+    #[error("invalid key-value backend configuration: {0}")]
+    InvalidConfig(String),
+    #[error("key-value resource: {0}")]
+    Resource(#[from] ResourceTableError),
+}
+
+impl KeyValueError {
+    /// Whether this is a failure of the backend (as opposed to a refused request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// The error the guest sees, or `Err` for a trap.
+    fn into_wit(self) -> wasmtime::Result<store::Error> {
+        match self {
+            Self::AccessDenied { .. } => Ok(store::Error::AccessDenied),
+            Self::Resource(err) => Err(err.into()),
+            other => Ok(store::Error::Other(other.to_string())),
+        }
+    }
+}
+
+/// A future returned by a [`KeyValueBackend`].
+pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyValueError>> + Send + 'a>>;
+
+/// One bucket: the scope (tenant) it belongs to and the store name the guest opened. Both are
+/// checked on construction, so a backend may put them into paths and keys as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketId {
+    scope: String,
+    store: String,
+}
+
+impl BucketId {
+    /// Both names must be 1 to [`MAX_NAME_LEN`] characters of `[a-z0-9_-]`, starting with
+    /// `[a-z0-9]`.
+    pub fn new(scope: &str, store: &str) -> Result<Self, KeyValueError> {
+        check_name("scope", scope)?;
+        check_name("store", store)?;
+        Ok(Self {
+            scope: scope.to_string(),
+            store: store.to_string(),
+        })
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// The error for a failed backend call on this bucket.
+    pub fn unavailable(&self, reason: impl std::fmt::Display) -> KeyValueError {
+        KeyValueError::Unavailable {
+            store: self.store.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), KeyValueError> {
+    let invalid = |reason| KeyValueError::InvalidName {
+        what,
+        name: name.to_string(),
+        reason,
+    };
+    let Some(first) = name.bytes().next() else {
+        return Err(invalid("it is empty"));
+    };
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid("it is longer than 200 characters"));
+    }
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(invalid("it must start with a lowercase letter or a digit"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            "it may hold only lowercase letters, digits, `-` and `_`",
+        ));
+    }
+    Ok(())
+}
+
+/// One page of `list-keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` when this is the last page.
+    pub cursor: Option<u64>,
+}
+
+/// How many keys a `list-keys` page holds at most (Redis takes it as a hint).
+pub const LIST_PAGE_SIZE: usize = 1000;
+
+/// Parses a counter as `increment` stores it: decimal ASCII digits (leading zeros allowed),
+/// at most `u64::MAX`. Anything else (a sign, spaces, an empty value) is not a counter.
+pub fn parse_counter(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// A backend: one kind of storage, serving many buckets.
+///
+/// Keys, values and limits arrive checked (non-empty keys within `max_key_size`, values within
+/// `max_value_size`); the backend enforces `max_keys` atomically with the write. Failures of
+/// the storage itself are [`KeyValueError::Unavailable`] (see [`BucketId::unavailable`]). The
+/// caller bounds every future with a timeout and may drop it at any point.
+pub trait KeyValueBackend: Send + Sync + 'static {
+    /// Makes the bucket ready (a backend that needs no preparation returns at once).
+    fn open<'a>(&'a self, bucket: &'a BucketId) -> KvFuture<'a, ()>;
+
+    fn get<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, Option<Vec<u8>>>;
+
+    /// Stores `value` under `key`. If `key` is new and the bucket already holds `max_keys`
+    /// keys, fails with [`KeyValueError::TooManyKeys`] and writes nothing.
+    fn set<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        key: String,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> KvFuture<'a, ()>;
+
+    /// Deleting a missing key is not an error.
+    fn delete<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, ()>;
+
+    fn exists<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, bool>;
+
+    /// One page of keys from `cursor` (`None`: the first page). Any `cursor` a guest makes up
+    /// must give a page or an error, never a panic.
+    fn list_keys<'a>(&'a self, bucket: &'a BucketId, cursor: Option<u64>) -> KvFuture<'a, KeyPage>;
+
+    /// Adds `delta` to the counter under `key` (a missing key counts as 0; see
+    /// [`parse_counter`]) and returns the new value, stored as decimal ASCII. A missing key is a
+    /// new key for `max_keys`.
+    fn increment<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        key: String,
+        delta: u64,
+        max_keys: u64,
+    ) -> KvFuture<'a, u64>;
+
+    /// The values of `keys`, in their order (`None` for a missing key).
+    fn get_many<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        keys: Vec<String>,
+    ) -> KvFuture<'a, Vec<Option<Vec<u8>>>>;
+
+    /// Stores all pairs or none: if the new keys among them would take the bucket past
+    /// `max_keys`, fails with [`KeyValueError::TooManyKeys`] and writes nothing. A key given
+    /// twice gets its last value.
+    fn set_many<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        items: Vec<(String, Vec<u8>)>,
+        max_keys: u64,
+    ) -> KvFuture<'a, ()>;
+
+    fn delete_many<'a>(&'a self, bucket: &'a BucketId, keys: Vec<String>) -> KvFuture<'a, ()>;
+}
+
+/// Which backend serves which store name: named ones from the runtime config, every other
+/// granted name by the fallback (the embedded SQLite).
+pub struct KeyValueStores {
+    fallback: StoreBackend,
+    named: HashMap<String, StoreBackend>,
+}
+
+#[derive(Clone)]
+struct StoreBackend {
+    backend: Arc<dyn KeyValueBackend>,
+    limits: KeyValueLimits,
+}
+
+impl KeyValueStores {
+    pub fn new(fallback: Arc<dyn KeyValueBackend>, fallback_limits: KeyValueLimits) -> Self {
+        Self {
+            fallback: StoreBackend {
+                backend: fallback,
+                limits: fallback_limits,
+            },
+            named: HashMap::new(),
+        }
+    }
+
+    /// Serves the store named `store` (in every scope) by `backend`, with `limits`.
+    pub fn insert(
+        &mut self,
+        store: String,
+        backend: Arc<dyn KeyValueBackend>,
+        limits: KeyValueLimits,
+    ) {
+        self.named.insert(store, StoreBackend { backend, limits });
+    }
+
+    /// The limits the store named `store` is served with.
+    pub fn limits(&self, store: &str) -> &KeyValueLimits {
+        &self.serving(store).limits
+    }
+
+    fn serving(&self, store: &str) -> &StoreBackend {
+        self.named.get(store).unwrap_or(&self.fallback)
+    }
+}
+
+/// What one function may open: its scope (tenant) and the store names it is granted.
+#[derive(Debug, Clone)]
+pub struct KeyValueGrant {
+    pub scope: String,
+    pub stores: Vec<String>,
+}
+
+/// Per-request state (one per wasmtime `Store`).
+pub struct KeyValueCtx {
+    stores: Arc<KeyValueStores>,
+    grant: Arc<KeyValueGrant>,
+    deadline: Instant,
+}
+
+impl KeyValueCtx {
+    /// `deadline` is the request's: no call runs past it (less [`DEADLINE_MARGIN`]).
+    pub fn new(stores: Arc<KeyValueStores>, grant: Arc<KeyValueGrant>, deadline: Instant) -> Self {
+        Self {
+            stores,
+            grant,
+            deadline,
+        }
+    }
+
+    /// How long the next call on a store with `limits` may take.
+    fn budget(&self, limits: &KeyValueLimits) -> Duration {
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(DEADLINE_MARGIN);
+        limits.timeout.min(left)
+    }
+}
+
+/// An open bucket: the guest's `wasi:keyvalue/store.bucket` resource.
+pub struct Bucket {
+    id: BucketId,
+    backend: Arc<dyn KeyValueBackend>,
+    limits: KeyValueLimits,
+}
+
+/// The key-value slice of a request's state, with the resource table it shares.
+pub struct KeyValueCtxView<'a> {
+    pub ctx: &'a mut KeyValueCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+/// Implemented by the gateway's per-request state.
+pub trait KeyValueView: Send {
+    fn key_value(&mut self) -> KeyValueCtxView<'_>;
+}
+
+/// Adds `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft` to `linker` (async host functions:
+/// instantiate with async support).
+pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
+    atomics::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
+    batch::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
+    Ok(())
+}
+
+struct HasKeyValue;
+
+impl HasData for HasKeyValue {
+    type Data<'a> = KeyValueCtxView<'a>;
+}
+
+impl KeyValueCtxView<'_> {
+    /// The bucket behind a guest's handle, ready to be used without borrowing the table.
+    fn bucket(&self, handle: &Resource<Bucket>) -> Result<Bucket, KeyValueError> {
+        let bucket = self.table.get(handle)?;
+        Ok(Bucket {
+            id: bucket.id.clone(),
+            backend: bucket.backend.clone(),
+            limits: bucket.limits.clone(),
+        })
+    }
+}
+
+/// Runs one backend call within `budget`; logs a backend failure once.
+async fn call<T>(
+    budget: Duration,
+    bucket: &Bucket,
+    op: &'static str,
+    call: KvFuture<'_, T>,
+) -> Result<T, KeyValueError> {
+    let result = if budget.is_zero() {
+        Err(bucket
+            .id
+            .unavailable("the request's deadline leaves no time for the call"))
+    } else {
+        match tokio::time::timeout(budget, call).await {
+            Ok(result) => result,
+            Err(_) => Err(bucket
+                .id
+                .unavailable(format_args!("no answer within {} ms", budget.as_millis()))),
+        }
+    };
+    if let Err(err) = &result
+        && err.is_unavailable()
+    {
+        tracing::warn!(
+            scope = bucket.id.scope(),
+            store = bucket.id.store(),
+            op,
+            error = %err,
+            "key-value backend failed"
+        );
+    }
+    result
+}
+
+fn check_key(limits: &KeyValueLimits, key: &str) -> Result<(), KeyValueError> {
+    if key.is_empty() {
+        return Err(KeyValueError::EmptyKey);
+    }
+    if key.len() > limits.max_key_size {
+        return Err(KeyValueError::KeyTooLong {
+            len: key.len(),
+            max: limits.max_key_size,
+        });
+    }
+    Ok(())
+}
+
+fn check_value(limits: &KeyValueLimits, value: &[u8]) -> Result<(), KeyValueError> {
+    if value.len() > limits.max_value_size {
+        return Err(KeyValueError::ValueTooLarge {
+            len: value.len(),
+            max: limits.max_value_size,
+        });
+    }
+    Ok(())
+}
+
+impl store::Host for KeyValueCtxView<'_> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KeyValueError> {
+        if !self.ctx.grant.stores.contains(&identifier) {
+            return Err(KeyValueError::AccessDenied { store: identifier });
+        }
+        let id = BucketId::new(&self.ctx.grant.scope, &identifier)?;
+        let serving = self.ctx.stores.serving(&identifier).clone();
+        let bucket = Bucket {
+            id,
+            backend: serving.backend,
+            limits: serving.limits,
+        };
+        call(
+            self.ctx.budget(&bucket.limits),
+            &bucket,
+            "open",
+            bucket.backend.open(&bucket.id),
+        )
+        .await?;
+        Ok(self.table.push(bucket)?)
+    }
+
+    fn convert_error(&mut self, err: KeyValueError) -> wasmtime::Result<store::Error> {
+        err.into_wit()
+    }
+}
+
+impl store::HostBucket for KeyValueCtxView<'_> {
+    async fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        check_key(&b.limits, &key)?;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "get",
+            b.backend.get(&b.id, key),
+        )
+        .await
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        check_key(&b.limits, &key)?;
+        check_value(&b.limits, &value)?;
+        let max_keys = b.limits.max_keys;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "set",
+            b.backend.set(&b.id, key, value, max_keys),
+        )
+        .await
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        check_key(&b.limits, &key)?;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "delete",
+            b.backend.delete(&b.id, key),
+        )
+        .await
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<bool, KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        check_key(&b.limits, &key)?;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "exists",
+            b.backend.exists(&b.id, key),
+        )
+        .await
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> Result<store::KeyResponse, KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        let page = call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "list-keys",
+            b.backend.list_keys(&b.id, cursor),
+        )
+        .await?;
+        Ok(store::KeyResponse {
+            keys: page.keys,
+            cursor: page.cursor,
+        })
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KeyValueCtxView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        check_key(&b.limits, &key)?;
+        let max_keys = b.limits.max_keys;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "increment",
+            b.backend.increment(&b.id, key, delta, max_keys),
+        )
+        .await
+    }
+}
+
+impl batch::Host for KeyValueCtxView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        for key in &keys {
+            check_key(&b.limits, key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "get-many",
+            b.backend.get_many(&b.id, keys.clone()),
+        )
+        .await?;
+        if values.len() != keys.len() {
+            return Err(b.id.unavailable(format_args!(
+                "the backend answered {} values for {} keys",
+                values.len(),
+                keys.len()
+            )));
+        }
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|value| (key, value)))
+            .collect())
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        for (key, value) in &key_values {
+            check_key(&b.limits, key)?;
+            check_value(&b.limits, value)?;
+        }
+        if key_values.is_empty() {
+            return Ok(());
+        }
+        let max_keys = b.limits.max_keys;
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "set-many",
+            b.backend.set_many(&b.id, key_values, max_keys),
+        )
+        .await
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Result<(), KeyValueError> {
+        let b = self.bucket(&bucket)?;
+        for key in &keys {
+            check_key(&b.limits, key)?;
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        call(
+            self.ctx.budget(&b.limits),
+            &b,
+            "delete-many",
+            b.backend.delete_many(&b.id, keys),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

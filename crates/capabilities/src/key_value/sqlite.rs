@@ -1,0 +1,516 @@
+//! The embedded key-value backend: one SQLite file per bucket, `DIR/<scope>/kv/<store>.db`.
+//!
+//! One file per bucket keeps tenants apart on disk (a tenant's data is a directory that can be
+//! measured, copied or deleted on its own) and keeps one bucket's writers from waiting on
+//! another's: SQLite has one writer per file.
+//!
+//! Durability: WAL mode with `synchronous=FULL`, so a write is acknowledged only after its WAL
+//! frames are fsynced; an acknowledged write survives `kill -9` and power loss (WAL with
+//! `NORMAL` would be safe from corruption but could lose the last commits on power loss).
+//! WAL also lets readers run alongside the one writer. When a file is created, its directories
+//! are fsynced too, so the new file's name is as durable as its contents.
+//!
+//! The table keeps an `INTEGER PRIMARY KEY` next to the unique key: `list-keys` pages by it
+//! (the cursor is the last id returned), so a key present during the whole listing is returned
+//! exactly once even while other keys come and go, and any cursor a guest invents is simply a
+//! position. A second table holds the key count, kept by triggers in the same transaction as
+//! the write, so `max_keys` is checked in O(1) and atomically (`BEGIN IMMEDIATE`).
+//!
+//! rusqlite blocks, so every call runs on tokio's blocking pool, on a connection from a small
+//! per-file pool (files are opened on first use and stay open).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    BucketId, KeyPage, KeyValueBackend, KeyValueError, KvFuture, LIST_PAGE_SIZE, parse_counter,
+};
+
+/// How long a write waits for another writer of the same file before it gives up.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many idle connections per file are kept.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+
+/// The schema, created on a file's first open (`user_version` 0 → 1).
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS kv (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS kv_count (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        n INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO kv_count (id, n) SELECT 0, COUNT(*) FROM kv;
+    CREATE TRIGGER IF NOT EXISTS kv_count_insert AFTER INSERT ON kv
+        BEGIN UPDATE kv_count SET n = n + 1 WHERE id = 0; END;
+    CREATE TRIGGER IF NOT EXISTS kv_count_delete AFTER DELETE ON kv
+        BEGIN UPDATE kv_count SET n = n - 1 WHERE id = 0; END;
+    PRAGMA user_version = 1;
+";
+
+const UPSERT: &str = "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// The embedded backend: buckets are SQLite files under one directory.
+pub struct SqliteKeyValue {
+    dir: PathBuf,
+    busy_timeout: Duration,
+    pool_size: usize,
+    files: Mutex<HashMap<BucketId, Arc<File>>>,
+}
+
+impl SqliteKeyValue {
+    /// Buckets live in `dir/<scope>/kv/<store>.db`, created (with their directories) when a
+    /// bucket is first opened. Nothing is touched before that.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a write waits for another writer of the same file.
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// How many idle connections per file are kept (at least 1).
+    pub fn with_pool_size(mut self, pool_size: usize) -> Self {
+        self.pool_size = pool_size.max(1);
+        self
+    }
+
+    /// Where the bucket's file is.
+    pub fn path(&self, bucket: &BucketId) -> PathBuf {
+        self.dir
+            .join(bucket.scope())
+            .join("kv")
+            .join(format!("{}.db", bucket.store()))
+    }
+
+    fn file(&self, bucket: &BucketId) -> Arc<File> {
+        let mut files = lock(&self.files);
+        files
+            .entry(bucket.clone())
+            .or_insert_with(|| {
+                Arc::new(File {
+                    path: self.path(bucket),
+                    busy_timeout: self.busy_timeout,
+                    pool_size: self.pool_size,
+                    idle: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Runs `op` on a pooled connection to the bucket's file, on the blocking pool.
+    fn run<'a, T, F>(&'a self, bucket: &'a BucketId, op: F) -> KvFuture<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, OpError> + Send + 'static,
+    {
+        let file = self.file(bucket);
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || file.with_connection(op));
+            match task.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(OpError::Refused(err))) => Err(err),
+                Ok(Err(OpError::Sqlite(err))) => Err(bucket.unavailable(err)),
+                Ok(Err(OpError::Io(err))) => Err(bucket.unavailable(err)),
+                Err(err) => Err(bucket.unavailable(format_args!("the SQLite task failed: {err}"))),
+            }
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data behind these locks (a map of files, a list of idle connections) is valid after
+    // any panic, so a poisoned lock is used as it is.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why an operation failed: the request was refused, or SQLite / the file system failed.
+enum OpError {
+    Refused(KeyValueError),
+    Sqlite(rusqlite::Error),
+    Io(std::io::Error),
+}
+
+impl From<rusqlite::Error> for OpError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Sqlite(err)
+    }
+}
+
+impl From<KeyValueError> for OpError {
+    fn from(err: KeyValueError) -> Self {
+        Self::Refused(err)
+    }
+}
+
+/// One bucket's file and its idle connections.
+struct File {
+    path: PathBuf,
+    busy_timeout: Duration,
+    pool_size: usize,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl File {
+    fn with_connection<T>(
+        &self,
+        op: impl FnOnce(&mut Connection) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        let idle = lock(&self.idle).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = op(&mut conn);
+        // A connection goes back only in a clean state; one on which SQLite failed is dropped,
+        // so the next call opens the file afresh.
+        let failed = matches!(result, Err(OpError::Sqlite(_) | OpError::Io(_)));
+        if !failed && conn.is_autocommit() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < self.pool_size {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    fn connect(&self) -> Result<Connection, OpError> {
+        let created = !self.path.exists();
+        if created && let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(OpError::Io)?;
+        }
+        let mut conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(self.busy_timeout)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpError::Io(std::io::Error::other(format!(
+                "SQLite would not switch {} to WAL mode (it is in {mode} mode)",
+                self.path.display()
+            ))));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version < 1 {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            tx.commit()?;
+        }
+        if created {
+            sync_dirs(&self.path).map_err(OpError::Io)?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Makes a new file's name durable: fsyncs its directory and the two above it (`kv/`, the
+/// scope's directory, the data directory), which may have been created with it.
+fn sync_dirs(path: &Path) -> std::io::Result<()> {
+    for dir in path.ancestors().skip(1).take(3) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn key_count(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row("SELECT n FROM kv_count WHERE id = 0", [], |row| row.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Writes `items` in one `BEGIN IMMEDIATE` transaction, which is rolled back if the new keys
+/// among them take the bucket past `max_keys`.
+fn write_checked<'k>(
+    conn: &mut Connection,
+    store: &str,
+    items: impl IntoIterator<Item = (&'k str, &'k [u8])>,
+    max_keys: u64,
+) -> Result<(), OpError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let before = key_count(&tx)?;
+    {
+        let mut upsert = tx.prepare_cached(UPSERT)?;
+        for (key, value) in items {
+            upsert.execute(params![key, value])?;
+        }
+    }
+    let after = key_count(&tx)?;
+    if after > before && after > max_keys {
+        // Dropping `tx` rolls it back.
+        return Err(KeyValueError::TooManyKeys {
+            store: store.to_string(),
+            max_keys,
+        }
+        .into());
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn get_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()
+}
+
+impl KeyValueBackend for SqliteKeyValue {
+    fn open<'a>(&'a self, bucket: &'a BucketId) -> KvFuture<'a, ()> {
+        self.run(bucket, |_| Ok(()))
+    }
+
+    fn get<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, Option<Vec<u8>>> {
+        self.run(bucket, move |conn| Ok(get_value(conn, &key)?))
+    }
+
+    fn set<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        key: String,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> KvFuture<'a, ()> {
+        let store = bucket.store().to_string();
+        self.run(bucket, move |conn| {
+            write_checked(conn, &store, [(key.as_str(), value.as_slice())], max_keys)
+        })
+    }
+
+    fn delete<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, ()> {
+        self.run(bucket, move |conn| {
+            conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                .execute([key])?;
+            Ok(())
+        })
+    }
+
+    fn exists<'a>(&'a self, bucket: &'a BucketId, key: String) -> KvFuture<'a, bool> {
+        self.run(bucket, move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM kv WHERE key = ?1")?
+                .exists([key])?)
+        })
+    }
+
+    fn list_keys<'a>(&'a self, bucket: &'a BucketId, cursor: Option<u64>) -> KvFuture<'a, KeyPage> {
+        // The cursor is the id of the last key returned; one past `i64::MAX` is past them all.
+        let after = i64::try_from(cursor.unwrap_or(0)).unwrap_or(i64::MAX);
+        self.run(bucket, move |conn| {
+            let mut select =
+                conn.prepare_cached("SELECT id, key FROM kv WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            // One more than a page, to know whether another page follows.
+            let limit = i64::try_from(LIST_PAGE_SIZE + 1).unwrap_or(i64::MAX);
+            let mut rows = select
+                .query_map(params![after, limit], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = rows.len() > LIST_PAGE_SIZE;
+            rows.truncate(LIST_PAGE_SIZE);
+            let cursor = match rows.last() {
+                Some((id, _)) if more => u64::try_from(*id).ok(),
+                _ => None,
+            };
+            Ok(KeyPage {
+                keys: rows.into_iter().map(|(_, key)| key).collect(),
+                cursor,
+            })
+        })
+    }
+
+    fn increment<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        key: String,
+        delta: u64,
+        max_keys: u64,
+    ) -> KvFuture<'a, u64> {
+        let store = bucket.store().to_string();
+        self.run(bucket, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = match get_value(&tx, &key)? {
+                None => 0,
+                Some(value) => parse_counter(&value)
+                    .ok_or_else(|| KeyValueError::NotANumber { key: key.clone() })?,
+            };
+            let new = current
+                .checked_add(delta)
+                .ok_or_else(|| KeyValueError::Overflow {
+                    key: key.clone(),
+                    delta,
+                })?;
+            let before = key_count(&tx)?;
+            tx.prepare_cached(UPSERT)?
+                .execute(params![key, new.to_string().into_bytes()])?;
+            let after = key_count(&tx)?;
+            if after > before && after > max_keys {
+                return Err(KeyValueError::TooManyKeys { store, max_keys }.into());
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        keys: Vec<String>,
+    ) -> KvFuture<'a, Vec<Option<Vec<u8>>>> {
+        self.run(bucket, move |conn| {
+            // One read transaction: the values are one snapshot.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let values = keys
+                .iter()
+                .map(|key| get_value(&tx, key))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(values)
+        })
+    }
+
+    fn set_many<'a>(
+        &'a self,
+        bucket: &'a BucketId,
+        items: Vec<(String, Vec<u8>)>,
+        max_keys: u64,
+    ) -> KvFuture<'a, ()> {
+        let store = bucket.store().to_string();
+        self.run(bucket, move |conn| {
+            write_checked(
+                conn,
+                &store,
+                items
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_slice())),
+                max_keys,
+            )
+        })
+    }
+
+    fn delete_many<'a>(&'a self, bucket: &'a BucketId, keys: Vec<String>) -> KvFuture<'a, ()> {
+        self.run(bucket, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+                for key in &keys {
+                    delete.execute([key])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_value::tests::conformance;
+
+    fn backend() -> (tempfile::TempDir, Arc<SqliteKeyValue>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(SqliteKeyValue::new(dir.path().join("data")));
+        (dir, backend)
+    }
+
+    #[tokio::test]
+    async fn sqlite_conformance() {
+        let (_dir, backend) = backend();
+        conformance::run_all(backend).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_concurrent_writers_never_pass_max_keys() {
+        let (_dir, backend) = backend();
+        conformance::concurrent_max_keys(backend).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_per_bucket_in_wal_mode_with_full_sync() {
+        let (dir, backend) = backend();
+        let id = BucketId::new("acme", "cache").expect("valid names");
+        backend.open(&id).await.expect("open");
+        let path = dir.path().join("data/acme/kv/cache.db");
+        assert_eq!(backend.path(&id), path);
+        assert!(path.is_file(), "{} was not created", path.display());
+        backend
+            .set(&id, "k".into(), b"v".to_vec(), 10)
+            .await
+            .expect("set");
+        let (mode, sync) = backend
+            .run(&id, |conn| {
+                let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+                Ok((mode, sync))
+            })
+            .await
+            .expect("pragmas");
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous is not FULL");
+        assert!(!dir.path().join("data/acme/kv/other.db").exists());
+    }
+
+    #[tokio::test]
+    async fn sqlite_data_survives_a_new_backend_on_the_same_dir() {
+        let (dir, backend) = backend();
+        let id = BucketId::new("acme", "cache").expect("valid names");
+        backend
+            .set(&id, "k".into(), b"kept".to_vec(), 10)
+            .await
+            .expect("set");
+        backend
+            .increment(&id, "n".into(), 7, 10)
+            .await
+            .expect("increment");
+        drop(backend);
+        let again = SqliteKeyValue::new(dir.path().join("data"));
+        assert_eq!(
+            again.get(&id, "k".into()).await.expect("get"),
+            Some(b"kept".to_vec())
+        );
+        // The key count is restored with the file: a third key passes, a fourth does not.
+        again
+            .set(&id, "third".into(), Vec::new(), 3)
+            .await
+            .expect("third key");
+        let err = again
+            .set(&id, "fourth".into(), Vec::new(), 3)
+            .await
+            .expect_err("fourth key");
+        assert!(matches!(
+            err,
+            KeyValueError::TooManyKeys { max_keys: 3, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn sqlite_unwritable_dir_is_unavailable_not_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A file where the data directory should be: nothing can be created under it.
+        let blocker = dir.path().join("data");
+        std::fs::write(&blocker, b"not a directory").expect("write");
+        let backend = SqliteKeyValue::new(blocker);
+        let id = BucketId::new("acme", "cache").expect("valid names");
+        let err = backend.open(&id).await.expect_err("open must fail");
+        assert!(err.is_unavailable(), "{err}");
+        assert!(err.to_string().contains("`cache` is unavailable"), "{err}");
+    }
+}
