@@ -376,6 +376,7 @@ impl KeyValueCtx {
 }
 
 /// An open bucket: the guest's `wasi:keyvalue/store.bucket` resource.
+#[derive(Clone)]
 pub struct Bucket {
     id: BucketId,
     backend: Arc<dyn KeyValueBackend>,
@@ -411,12 +412,7 @@ impl HasData for HasKeyValue {
 impl KeyValueCtxView<'_> {
     /// The bucket behind a guest's handle, ready to be used without borrowing the table.
     fn bucket(&self, handle: &Resource<Bucket>) -> Result<Bucket, KeyValueError> {
-        let bucket = self.table.get(handle)?;
-        Ok(Bucket {
-            id: bucket.id.clone(),
-            backend: bucket.backend.clone(),
-            limits: bucket.limits.clone(),
-        })
+        Ok(self.table.get(handle)?.clone())
     }
 }
 
@@ -425,14 +421,14 @@ async fn call<T>(
     budget: Duration,
     bucket: &Bucket,
     op: &'static str,
-    call: KvFuture<'_, T>,
+    backend_call: KvFuture<'_, T>,
 ) -> Result<T, KeyValueError> {
     let result = if budget.is_zero() {
         Err(bucket
             .id
             .unavailable("the request's deadline leaves no time for the call"))
     } else {
-        match tokio::time::timeout(budget, call).await {
+        match tokio::time::timeout(budget, backend_call).await {
             Ok(result) => result,
             Err(_) => Err(bucket
                 .id

@@ -11,6 +11,13 @@
 //! runs atomically: "is the key new, is the hash full, write" cannot interleave with another
 //! writer. `increment` does its arithmetic on decimal strings in the script, so counters have
 //! the full `u64` range that the SQLite backend has (Redis' own `HINCRBY` stops at `i64`).
+//! Redis does not roll a script back, so set-many is all-or-nothing for `max_keys` (checked
+//! before anything is written) but not against the server failing midway (out of memory
+//! with a batch of more than 1000 pairs, which takes more than one `HSET`).
+//!
+//! `list-keys` is `HSCAN` (through a script that drops the values before they cross the
+//! network), its cursor is Redis' cursor, and it inherits `HSCAN`'s guarantee: a key present
+//! during the whole listing is returned, possibly more than once.
 //!
 //! Connections: a pool of `pool_size` multiplexed connections, each opened on first use. A
 //! connection that breaks (the server restarted, `CLIENT KILL`, a timeout) is forgotten,

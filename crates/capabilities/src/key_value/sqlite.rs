@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ use super::{
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many idle connections per file are kept.
 pub const DEFAULT_POOL_SIZE: usize = 4;
+/// How many idle connections all files together keep (each holds three file descriptors:
+/// the database, its WAL and its shared-memory index).
+pub const DEFAULT_MAX_IDLE: usize = 256;
 
 /// The schema, created on a file's first open (`user_version` 0 → 1).
 const SCHEMA: &str = "
@@ -62,6 +66,7 @@ pub struct SqliteKeyValue {
     busy_timeout: Duration,
     pool_size: usize,
     files: Mutex<HashMap<BucketId, Arc<File>>>,
+    idle: Arc<IdleBudget>,
 }
 
 impl SqliteKeyValue {
@@ -73,6 +78,10 @@ impl SqliteKeyValue {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
             files: Mutex::new(HashMap::new()),
+            idle: Arc::new(IdleBudget {
+                max: DEFAULT_MAX_IDLE,
+                count: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -85,6 +94,16 @@ impl SqliteKeyValue {
     /// How many idle connections per file are kept (at least 1).
     pub fn with_pool_size(mut self, pool_size: usize) -> Self {
         self.pool_size = pool_size.max(1);
+        self
+    }
+
+    /// How many idle connections all files together keep; a connection given back beyond
+    /// that is closed. Call before the first bucket is opened.
+    pub fn with_max_idle(mut self, max_idle: usize) -> Self {
+        self.idle = Arc::new(IdleBudget {
+            max: max_idle,
+            count: AtomicUsize::new(0),
+        });
         self
     }
 
@@ -106,6 +125,8 @@ impl SqliteKeyValue {
                     busy_timeout: self.busy_timeout,
                     pool_size: self.pool_size,
                     idle: Mutex::new(Vec::new()),
+                    budget: self.idle.clone(),
+                    ready: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -158,12 +179,32 @@ impl From<KeyValueError> for OpError {
     }
 }
 
+/// The idle connections of all files: how many there may be, how many there are.
+struct IdleBudget {
+    max: usize,
+    count: AtomicUsize,
+}
+
+impl IdleBudget {
+    /// Counts one more idle connection, if there is room for it.
+    fn take(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
 /// One bucket's file and its idle connections.
 struct File {
     path: PathBuf,
     busy_timeout: Duration,
     pool_size: usize,
     idle: Mutex<Vec<Connection>>,
+    budget: Arc<IdleBudget>,
+    /// Set once a connection was opened: the file, its directories and its schema exist.
+    ready: AtomicBool,
 }
 
 impl File {
@@ -173,7 +214,10 @@ impl File {
     ) -> Result<T, OpError> {
         let idle = lock(&self.idle).pop();
         let mut conn = match idle {
-            Some(conn) => conn,
+            Some(conn) => {
+                self.budget.count.fetch_sub(1, Ordering::AcqRel);
+                conn
+            }
             None => self.connect()?,
         };
         let result = op(&mut conn);
@@ -182,7 +226,7 @@ impl File {
         let failed = matches!(result, Err(OpError::Sqlite(_) | OpError::Io(_)));
         if !failed && conn.is_autocommit() {
             let mut idle = lock(&self.idle);
-            if idle.len() < self.pool_size {
+            if idle.len() < self.pool_size && self.budget.take() {
                 idle.push(conn);
             }
         }
@@ -219,6 +263,7 @@ impl File {
         if created {
             sync_dirs(&self.path).map_err(OpError::Io)?;
         }
+        self.ready.store(true, Ordering::Release);
         Ok(conn)
     }
 }
@@ -274,6 +319,11 @@ fn get_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> 
 
 impl KeyValueBackend for SqliteKeyValue {
     fn open<'a>(&'a self, bucket: &'a BucketId) -> KvFuture<'a, ()> {
+        // Once the file has been opened, opening the bucket again (every request does) costs
+        // no trip to the blocking pool.
+        if self.file(bucket).ready.load(Ordering::Acquire) {
+            return Box::pin(async { Ok(()) });
+        }
         self.run(bucket, |_| Ok(()))
     }
 
@@ -499,6 +549,31 @@ mod tests {
             err,
             KeyValueError::TooManyKeys { max_keys: 3, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_at_most_max_idle_connections_over_all_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = SqliteKeyValue::new(dir.path().to_path_buf()).with_max_idle(3);
+        for i in 0..6 {
+            let id = BucketId::new("acme", &format!("s{i}")).expect("valid names");
+            backend
+                .set(&id, "k".into(), b"v".to_vec(), 10)
+                .await
+                .expect("set");
+        }
+        assert_eq!(backend.idle.count.load(Ordering::Acquire), 3);
+        let idle: usize = lock(&backend.files)
+            .values()
+            .map(|file| lock(&file.idle).len())
+            .sum();
+        assert_eq!(idle, 3);
+        // A bucket whose connection was closed still works: it reopens its file.
+        let id = BucketId::new("acme", "s5").expect("valid names");
+        assert_eq!(
+            backend.get(&id, "k".into()).await.expect("get"),
+            Some(b"v".to_vec())
+        );
     }
 
     #[tokio::test]
