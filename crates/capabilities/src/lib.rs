@@ -12,3 +12,4 @@ pub mod wasi;
 pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
 pub mod http_outbound;
 pub mod key_value;
+pub mod sql;
