@@ -862,3 +862,24 @@ fn a_bad_handle_traps_instead_of_reaching_the_guest() {
     let denied = KeyValueError::AccessDenied { store: "x".into() };
     assert!(matches!(denied.into_wit(), Ok(store::Error::AccessDenied)));
 }
+
+#[test]
+fn the_interfaces_link_into_a_state_that_shares_its_table() {
+    struct State {
+        kv: KeyValueCtx,
+        table: ResourceTable,
+    }
+    impl KeyValueView for State {
+        fn key_value(&mut self) -> KeyValueCtxView<'_> {
+            KeyValueCtxView {
+                ctx: &mut self.kv,
+                table: &mut self.table,
+            }
+        }
+    }
+    let engine = wasmtime::Engine::default();
+    let mut linker = wasmtime::component::Linker::<State>::new(&engine);
+    add_to_linker(&mut linker).expect("link wasi:keyvalue");
+    // Twice is a duplicate definition, not a silent override.
+    assert!(add_to_linker(&mut linker).is_err());
+}

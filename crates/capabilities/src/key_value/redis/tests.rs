@@ -1,5 +1,6 @@
 //! The Redis backend against a real server: `WEDGE_TEST_REDIS_URL` (started by
-//! `scripts/services.sh`). Tests that need to stop a server start their own `redis-server`.
+//! `scripts/services.sh`). Tests that kill connections or stop a server start their own
+//! `redis-server` (installed by the same script).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -116,7 +117,10 @@ async fn redis_bucket_is_one_hash_per_scope_and_store() {
 
 #[tokio::test]
 async fn redis_reconnects_after_its_connections_are_killed() {
-    let url = redis_url();
+    // A server of its own: `CLIENT KILL` on the shared one would hit the other tests too.
+    let port = free_port();
+    let _server = OwnServer::start(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
     let kv = backend(&url);
     let mut harness = Harness::new(
         kv,
