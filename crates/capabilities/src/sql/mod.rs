@@ -30,14 +30,15 @@
 //! # Transactions
 //!
 //! `begin` pins one backend connection to the guest's connection until `commit` or `rollback`.
-//! A second `begin`, or `commit` / `rollback` without `begin`, fails with `no-transaction`; so
-//! does a transaction statement sent through `execute` (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...):
-//! the host must know whether a transaction is open. A transaction still open when the guest
+//! A second `begin`, or `commit` / `rollback` without `begin`, fails with `no-transaction`. A
+//! transaction statement sent through `execute` (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...) fails
+//! with `invalid-statement`: the host must know whether a transaction is open. A transaction still open when the guest
 //! drops its connection, or when the request ends, is rolled back. If a call inside a
 //! transaction fails with `unavailable` (time out, lost connection, lock wait), the host rolls
 //! the transaction back; the following calls fail with `unavailable` until the guest calls
 //! `rollback` (which then succeeds), so a guest never commits half of its transaction by
-//! accident.
+//! accident. (A `commit` that fails with `unavailable` may still have taken effect on the
+//! server: the answer was lost, not necessarily the commit; this is so for every database.)
 //!
 //! # Limits
 //!
@@ -51,8 +52,8 @@
 //!
 //! The guest sends arbitrary SQL, so each SQLite connection is locked down ([`sqlite`] has
 //! the details): an authorizer refuses `ATTACH` / `DETACH`, transaction statements, and every
-//! `PRAGMA` but a read-only list; at most 0 databases can be attached (which also makes
-//! `VACUUM INTO` fail); extension loading is off; `SQLITE_DBCONFIG_DEFENSIVE` is on. A
+//! `PRAGMA` but a read-only list (also as table-valued functions, `pragma_*`); at most 0
+//! databases can be attached (so `VACUUM` and `VACUUM INTO` fail too); extension loading is off; `SQLITE_DBCONFIG_DEFENSIVE` is on. A
 //! function's databases live in `<dir>/<scope>/sql/<name>.db`, so two functions (scopes)
 //! using the same name never share a file.
 //!

@@ -403,10 +403,8 @@ fn refuse_transaction_statement(statement: &str) -> Result<(), SqlError> {
     let refused = match keyword.as_str() {
         "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "XA" | "LOCK"
         | "UNLOCK" => true,
-        "SET" => {
-            let rest = statement.to_ascii_lowercase();
-            rest.contains("autocommit") || rest.contains("transaction")
-        }
+        // `SET autocommit = 0` would open a transaction at the next statement.
+        "SET" => statement.to_ascii_lowercase().contains("autocommit"),
         // An executable comment (`/*! ... */`) at the start hides the statement's keyword.
         "" => {
             statement.trim_start().starts_with("/*!") || statement.trim_start().starts_with("/*M!")

@@ -13,8 +13,8 @@
 //!   `PRAGMA` but a read-only list ([`ALLOWED_PRAGMAS`] with any argument,
 //!   [`READ_ONLY_PRAGMAS`] only without a value). A refused statement fails with
 //!   `invalid-statement` naming what was refused;
-//! - `SQLITE_LIMIT_ATTACHED` is 0, so no other file can be attached by any route (this is what
-//!   makes `VACUUM INTO 'file'` fail);
+//! - `SQLITE_LIMIT_ATTACHED` is 0, so no other file can be attached by any route. `VACUUM`
+//!   attaches a database internally, so `VACUUM` and `VACUUM INTO 'file'` are refused too;
 //! - extension loading stays off (rusqlite is built without it), `SQLITE_DBCONFIG_DEFENSIVE` is
 //!   on (no writable schema, no raw page access) and `SQLITE_DBCONFIG_TRUSTED_SCHEMA` off;
 //! - the file is opened without URI names, so no file name given by a guest is ever read
@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -51,6 +51,9 @@ use super::{
 
 /// Idle connections kept per file.
 pub const IDLE_PER_FILE: usize = 4;
+
+/// Idle connections kept over all files (each holds a file descriptor and a page cache).
+pub const IDLE_TOTAL: usize = 64;
 
 /// PRAGMAs a guest may run, with or without an argument: they only read the schema.
 pub const ALLOWED_PRAGMAS: &[&str] = &[
@@ -89,6 +92,8 @@ const ALLOWED_MODULES: &[&str] = &["fts3", "fts4", "fts5", "rtree", "rtree_i32"]
 pub struct SqliteSql {
     dir: PathBuf,
     files: Mutex<HashMap<PathBuf, Arc<FilePool>>>,
+    /// Idle connections over all files.
+    idle_total: Arc<AtomicUsize>,
 }
 
 impl SqliteSql {
@@ -98,6 +103,7 @@ impl SqliteSql {
         SqliteSql {
             dir,
             files: Mutex::new(HashMap::new()),
+            idle_total: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -120,6 +126,7 @@ impl SqliteSql {
                     path,
                     database: database.to_string(),
                     idle: Mutex::new(Vec::new()),
+                    idle_total: self.idle_total.clone(),
                 })
             })
             .clone()
@@ -141,7 +148,6 @@ impl SqlBackend for SqliteSql {
             Ok(Box::new(SqliteConnection {
                 pool,
                 conn: Some(conn),
-                in_transaction: false,
             }) as Box<dyn SqlConnection>)
         })
     }
@@ -172,12 +178,14 @@ struct FilePool {
     path: PathBuf,
     database: String,
     idle: Mutex<Vec<Sandboxed>>,
+    idle_total: Arc<AtomicUsize>,
 }
 
 impl FilePool {
     /// An idle connection, or a new one (blocking).
     fn get(&self, limits: CallLimits) -> Result<Sandboxed, SqlError> {
         if let Some(conn) = lock(&self.idle).pop() {
+            self.idle_total.fetch_sub(1, Ordering::SeqCst);
             return Ok(conn);
         }
         Sandboxed::open(&self.path, &self.database, limits).map_err(|e| {
@@ -191,16 +199,22 @@ impl FilePool {
         })
     }
 
-    /// Takes back a connection that is not in a transaction (blocking only if it has to be
-    /// closed).
+    /// Takes back a connection that is not in a transaction, or closes it (blocking).
     fn put(&self, conn: Sandboxed) {
         if !conn.conn.is_autocommit() {
             return; // closing it rolls the transaction back
         }
         let mut idle = lock(&self.idle);
-        if idle.len() < IDLE_PER_FILE {
+        if idle.len() < IDLE_PER_FILE && self.idle_total.fetch_add(1, Ordering::SeqCst) < IDLE_TOTAL
+        {
             idle.push(conn);
+            return;
         }
+        if idle.len() < IDLE_PER_FILE {
+            self.idle_total.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(idle);
+        drop(conn);
     }
 }
 
@@ -383,7 +397,7 @@ impl Sandboxed {
 fn guest_may(action: &AuthAction<'_>) -> Result<(), String> {
     match action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Err(
-            "ATTACH and DETACH are not allowed: a function reaches only its own database".into(),
+            "ATTACH, DETACH and VACUUM (which attaches a database) are not allowed: a function reaches only its own database file".into(),
         ),
         AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Err(
             "transaction statements are not allowed in execute: use the connection's begin, commit and rollback".into(),
@@ -432,7 +446,7 @@ fn guest_may(action: &AuthAction<'_>) -> Result<(), String> {
         AuthAction::Unknown { code, .. }
             if matches!(*code, rusqlite::ffi::SQLITE_ATTACH | rusqlite::ffi::SQLITE_DETACH) =>
         {
-            Err("ATTACH and DETACH are not allowed: a function reaches only its own database".into())
+            Err("ATTACH, DETACH and VACUUM (which attaches a database) are not allowed: a function reaches only its own database file".into())
         }
         AuthAction::Unknown { code, .. } => Err(format!("operation {code} is not allowed")),
         _ => Ok(()),
@@ -495,7 +509,6 @@ struct SqliteConnection {
     pool: Arc<FilePool>,
     /// `None` while a call runs on the blocking pool, and after [`SqlConnection::discard`].
     conn: Option<Sandboxed>,
-    in_transaction: bool,
 }
 
 impl SqliteConnection {
@@ -540,41 +553,24 @@ impl SqlConnection for SqliteConnection {
     }
 
     fn begin(&mut self, limits: CallLimits) -> SqlFuture<'_, ()> {
-        Box::pin(async move {
-            self.with_conn(limits, move |conn, database| {
-                conn.host_statement("BEGIN IMMEDIATE", database, limits)
-            })
-            .await?;
-            self.in_transaction = true;
-            Ok(())
-        })
+        Box::pin(self.with_conn(limits, move |conn, database| {
+            conn.host_statement("BEGIN IMMEDIATE", database, limits)
+        }))
     }
 
     fn commit(&mut self, limits: CallLimits) -> SqlFuture<'_, ()> {
-        Box::pin(async move {
-            self.with_conn(limits, move |conn, database| {
-                conn.host_statement("COMMIT", database, limits)
-            })
-            .await?;
-            self.in_transaction = false;
-            Ok(())
-        })
+        Box::pin(self.with_conn(limits, move |conn, database| {
+            conn.host_statement("COMMIT", database, limits)
+        }))
     }
 
     fn rollback(&mut self, limits: CallLimits) -> SqlFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self
-                .with_conn(limits, move |conn, database| {
-                    conn.host_statement("ROLLBACK", database, limits)
-                })
-                .await;
-            self.in_transaction = false;
-            result
-        })
+        Box::pin(self.with_conn(limits, move |conn, database| {
+            conn.host_statement("ROLLBACK", database, limits)
+        }))
     }
 
     fn discard(&mut self) {
-        self.in_transaction = false;
         if let Some(conn) = self.conn.take() {
             close(conn);
         }

@@ -372,6 +372,17 @@ async fn sqlite_guest_cannot_reach_other_files() {
         other => panic!("VACUUM INTO: {other:?}"),
     }
     assert!(!dir.path().join("other.db").exists());
+    assert_invalid(guest.exec(&conn, "VACUUM", vec![]).await, "VACUUM");
+    // Table-valued PRAGMA functions go through the same list.
+    assert_invalid(
+        guest
+            .exec(&conn, "SELECT * FROM pragma_database_list", vec![])
+            .await,
+        "PRAGMA database_list",
+    );
+    guest
+        .ok(&conn, "SELECT * FROM pragma_table_info('t')", vec![])
+        .await;
     assert_invalid(
         guest
             .exec(&conn, "SELECT load_extension('/tmp/x')", vec![])
@@ -850,6 +861,7 @@ async fn mysql_errors_are_typed() {
         " /* x */ COMMIT",
         "rollback",
         "SET autocommit = 0",
+        "set session AUTOCOMMIT=0",
         "SAVEPOINT s",
         "LOCK TABLES x WRITE",
     ] {
@@ -858,6 +870,12 @@ async fn mysql_errors_are_typed() {
             "begin, commit and rollback",
         );
     }
+    // Look-alikes are fine.
+    guest
+        .ok(&conn, "SET @note = 'begin a transaction'", vec![])
+        .await;
+    let note = guest.ok(&conn, "SELECT @note", vec![]).await;
+    assert_eq!(values(&note), vec![vec![text("begin a transaction")]]);
     // Still usable.
     assert_eq!(
         guest
