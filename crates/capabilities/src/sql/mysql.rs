@@ -51,12 +51,16 @@ use super::{
 /// How long an idle server connection is kept in the pool.
 const IDLE_TTL: Duration = Duration::from_secs(60);
 
+/// How long the background clean-up of a connection (rollback, kill, close) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The character set number MySQL gives binary columns.
 const BINARY_CHARSET: u16 = 63;
 
 /// A MySQL-compatible server.
 pub struct MysqlSql {
     pool: Pool,
+    opts: Opts,
 }
 
 impl MysqlSql {
@@ -83,8 +87,10 @@ impl MysqlSql {
                 // close the ones idle for a minute.
                 .with_inactive_connection_ttl(IDLE_TTL),
         );
+        let opts = Opts::from(opts);
         Ok(MysqlSql {
-            pool: Pool::new(opts),
+            pool: Pool::new(opts.clone()),
+            opts,
         })
     }
 }
@@ -99,6 +105,7 @@ impl SqlBackend for MysqlSql {
         Box::pin(async move {
             Ok(Box::new(MysqlConnection {
                 pool: self.pool.clone(),
+                opts: self.opts.clone(),
                 database: database.to_string(),
                 conn: None,
                 in_transaction: false,
@@ -110,6 +117,8 @@ impl SqlBackend for MysqlSql {
 /// A guest connection to the server.
 struct MysqlConnection {
     pool: Pool,
+    /// For a connection outside the pool.
+    opts: Opts,
     database: String,
     /// Checked out at the first call, kept until dropped or discarded.
     conn: Option<Conn>,
@@ -199,19 +208,32 @@ impl SqlConnection for MysqlConnection {
 
     fn discard(&mut self) {
         self.in_transaction = false;
-        if let Some(conn) = self.conn.take() {
-            // A closed connection is not given back to the pool (its transaction, if any,
-            // dies with it on the server).
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move {
-                        let quit = conn.disconnect();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), quit).await;
-                    });
-                }
-                Err(_) => drop(conn),
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        // The connection may be in the middle of a statement the server is still running
+        // (the call ran out of time): closing the socket alone would leave it running, with
+        // its locks, until it next talks to the client. So it is killed from another
+        // connection (which rolls back its transaction at once), then closed; never given
+        // back to the pool. Both in the background, each bounded.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return drop(conn);
+        };
+        // A connection of its own, not one of the pool's: the pool may be full (of this
+        // connection, among others).
+        let opts = self.opts.clone();
+        let id = conn.id();
+        runtime.spawn(async move {
+            let kill = async {
+                let mut other = Conn::new(opts).await?;
+                other.query_drop(format!("KILL {id}")).await?;
+                other.disconnect().await
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(CLEANUP_TIMEOUT, kill).await {
+                tracing::debug!("KILL {id} of a discarded connection: {e}");
             }
-        }
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, conn.disconnect()).await;
+        });
     }
 }
 
@@ -229,15 +251,14 @@ impl Drop for MysqlConnection {
                 let database = self.database.clone();
                 runtime.spawn(async move {
                     let rollback = conn.query_drop("ROLLBACK");
-                    match tokio::time::timeout(Duration::from_secs(5), rollback).await {
+                    match tokio::time::timeout(CLEANUP_TIMEOUT, rollback).await {
                         Ok(Ok(())) => drop(conn),
                         outcome => {
                             tracing::warn!(
                                 database,
                                 "rolling back a dropped connection failed ({outcome:?}); closing it"
                             );
-                            let _ = tokio::time::timeout(Duration::from_secs(5), conn.disconnect())
-                                .await;
+                            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, conn.disconnect()).await;
                         }
                     }
                 });

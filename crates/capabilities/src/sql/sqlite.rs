@@ -17,6 +17,8 @@
 //!   attaches a database internally, so `VACUUM` and `VACUUM INTO 'file'` are refused too;
 //! - extension loading stays off (rusqlite is built without it), `SQLITE_DBCONFIG_DEFENSIVE` is
 //!   on (no writable schema, no raw page access) and `SQLITE_DBCONFIG_TRUSTED_SCHEMA` off;
+//! - no string or blob may be longer than the database's result size limit
+//!   (`SQLITE_LIMIT_LENGTH`), so one statement cannot make the host allocate a gigabyte;
 //! - the file is opened without URI names, so no file name given by a guest is ever read
 //!   (the guest gives a database name, which must be granted and a plain name, see
 //!   [`super::validate_name`]).
@@ -84,6 +86,12 @@ pub const READ_ONLY_PRAGMAS: &[&str] = &[
     "quick_check",
     "integrity_check",
 ];
+
+/// The smallest cap on the length of a string or blob (SQLite's schema statements must fit).
+const MIN_VALUE_LIMIT: i32 = 64 * 1024;
+
+/// SQLite's own cap on the length of a string or blob.
+const SQLITE_MAX_LENGTH: i32 = 1_000_000_000;
 
 /// Virtual table modules a guest may use.
 const ALLOWED_MODULES: &[&str] = &["fts3", "fts4", "fts5", "rtree", "rtree_i32"];
@@ -288,6 +296,13 @@ impl Sandboxed {
     /// Bounds the next statements by `limits`.
     fn bound(&mut self, limits: CallLimits) -> Result<(), rusqlite::Error> {
         self.conn.busy_timeout(limits.time_left())?;
+        // No string or blob larger than a result may be: it could not be read back, and
+        // SQLite's own limit (1 GB) would let one statement (`randomblob(1e9)`) make the host
+        // allocate that much.
+        let longest = i32::try_from(limits.max_result_size)
+            .unwrap_or(i32::MAX)
+            .clamp(MIN_VALUE_LIMIT, SQLITE_MAX_LENGTH);
+        self.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, longest)?;
         let deadline = limits.deadline;
         self.conn
             .progress_handler(1000, Some(move || Instant::now() >= deadline))

@@ -516,6 +516,14 @@ async fn sqlite_result_size_is_limited() {
         .ok(&conn, "SELECT ?", vec![Value::Blob(vec![7; 9_000])])
         .await;
     assert_eq!(small.rows.len(), 1);
+    // Nor can a value larger than a result be made (SQLite's own limit is 1 GB).
+    match guest
+        .exec(&conn, "SELECT length(randomblob(1000000000))", vec![])
+        .await
+    {
+        Err(wit::Error::LimitExceeded(m)) => assert!(m.contains("too big"), "{m}"),
+        other => panic!("expected limit-exceeded, got {other:?}"),
+    }
 }
 
 const FOREVER: &str =
@@ -1100,4 +1108,70 @@ fn the_interface_links_into_a_state_that_shares_its_table() {
         add_to_linker(&mut linker).is_err(),
         "a duplicate definition"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_a_statement_over_time_is_cut_off_and_its_transaction_rolled_back() {
+    let limits = SqlLimits {
+        timeout: Duration::from_millis(500),
+        ..SqlLimits::default()
+    };
+    let databases = mysql_with(limits, 4);
+    let t = table("slow");
+    let mut guest = Guest::new(&databases, "app", &["orders"]);
+    let conn = guest.open("orders").await.unwrap();
+    let other = guest.open("orders").await.unwrap();
+    guest
+        .ok(&other, &format!("DROP TABLE IF EXISTS {t}"), vec![])
+        .await;
+    guest
+        .ok(
+            &other,
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY) ENGINE=InnoDB"),
+            vec![],
+        )
+        .await;
+
+    let start = Instant::now();
+    assert_unavailable(guest.exec(&conn, "SELECT SLEEP(5)", vec![]).await, "orders");
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    // The next call runs on another server connection.
+    guest.ok(&conn, "SELECT 1", vec![]).await;
+
+    guest.begin(&conn).await.unwrap();
+    guest
+        .ok(&conn, &format!("INSERT INTO {t} VALUES (1)"), vec![])
+        .await;
+    assert_unavailable(guest.exec(&conn, "SELECT SLEEP(5)", vec![]).await, "orders");
+    match guest.exec(&conn, "SELECT 1", vec![]).await {
+        Err(wit::Error::Unavailable(m)) => assert!(m.contains("rolled back"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    guest.rollback(&conn).await.unwrap();
+    // The server connection was killed, not left sleeping with its row lock: the same key
+    // can be inserted at once (well before the sleep would have ended).
+    let start = Instant::now();
+    let mut inserted = false;
+    while start.elapsed() < Duration::from_secs(3) {
+        match guest
+            .exec(&other, &format!("INSERT INTO {t} VALUES (1)"), vec![])
+            .await
+        {
+            Ok(_) => {
+                inserted = true;
+                break;
+            }
+            Err(wit::Error::Unavailable(_)) => {} // the kill is under way
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(inserted, "the row lock was not released");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        guest
+            .count(&other, &format!("SELECT COUNT(*) FROM {t}"))
+            .await,
+        1
+    );
+    guest.ok(&other, &format!("DROP TABLE {t}"), vec![]).await;
 }
