@@ -4,12 +4,14 @@
 //! its linker, so importing it fails before the guest runs, with a message that names the
 //! grant that would provide it ([`import_hint`]).
 //!
-//! Today this holds WASI (preview 1 for core modules, 0.2 for components). Capabilities
-//! added for `wedge serve` (outbound HTTP, key-value, SQL) get a module each here.
+//! Modules: WASI (preview 1 for core modules, 0.2 for components); for `wedge serve`,
+//! outbound HTTP, key-value (`wasi:keyvalue`) and SQL (`wedge:sql`), each with its backends as
+//! submodules; and the runtime that server backends' connections live on.
 
 pub mod wasi;
 
 pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
+pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
 pub mod sql;
