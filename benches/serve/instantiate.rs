@@ -14,11 +14,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+
 use wedge_capabilities::http_outbound::OutboundPolicy;
+// A benchmark may name the embedded backends; the gateway's own code never does.
+use wedge_capabilities::key_value::{KeyValueLimits, KeyValueStores, sqlite::SqliteKeyValue};
+use wedge_capabilities::sql::{SqlDatabases, SqlLimits, sqlite::SqliteSql};
 use wedge_engine::WedgeEngine;
 use wedge_engine::program::Loader;
 use wedge_gateway::server::engine_options;
-use wedge_gateway::{Function, FunctionSpec, Gateway, GatewayLimits};
+use wedge_gateway::{Function, FunctionSpec, Gateway, GatewayLimits, StateServices};
 
 fn main() {
     let guests = std::env::var_os("GUESTS")
@@ -73,9 +78,24 @@ fn main() {
             timeout: Duration::from_secs(30),
             max_memory: 128 << 20,
             max_concurrency: None,
+            state_scope: "bench".into(),
+            key_value_stores: Vec::new(),
+            sql_databases: Vec::new(),
         };
-        let function = Function::load(&engine, spec, program).expect("load function");
-        let gateway = Gateway::new(engine, vec![std::sync::Arc::new(function)], limits);
+        // No stores are granted: the services are only there to link against.
+        let state_dir = std::env::temp_dir().join("wedge-bench-state");
+        let services = StateServices {
+            key_value: Arc::new(KeyValueStores::new(
+                Arc::new(SqliteKeyValue::new(state_dir.clone())),
+                KeyValueLimits::default(),
+            )),
+            sql: Arc::new(SqlDatabases::new(
+                Arc::new(SqliteSql::new(state_dir)),
+                SqlLimits::default(),
+            )),
+        };
+        let function = Function::load(&engine, spec, program, &services).expect("load function");
+        let gateway = Gateway::new(engine, vec![Arc::new(function)], limits);
         let address: SocketAddr = "127.0.0.1:3000".parse().expect("address");
 
         let samples = runtime.block_on(async {

@@ -12,6 +12,7 @@ use anyhow::{Context, anyhow};
 use wedge_control::AppManifest;
 use wedge_control::api::{DeployApi, PREFIX};
 use wedge_control::plane::{AppFunctions, ControlPlane, RestoreError};
+use wedge_control::runtime_config::RuntimeConfig;
 use wedge_control::store::{FunctionStore, StoreError, default_data_dir};
 use wedge_control::token::{ApiToken, TokenOrigin};
 use wedge_engine::cache::ArtifactCache;
@@ -60,6 +61,10 @@ pub struct ServeArgs {
     /// Run `wedge build` on the manifest first (each function's `build` command).
     #[arg(long)]
     build: bool,
+    /// Which backend serves each key-value store and SQL database (docs/runtime-config.md)
+    /// [default: every one is a SQLite file in DIR/state].
+    #[arg(long, value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
@@ -98,6 +103,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(path) => Some(AppManifest::load(path).status(Status::Config)?),
         None => None,
     };
+    let runtime_config = match &args.runtime_config {
+        Some(path) => RuntimeConfig::load(path).status(Status::Config)?,
+        None => RuntimeConfig::default(),
+    };
     let data_dir = match args.data.clone().or_else(default_data_dir) {
         Some(dir) => dir,
         None => {
@@ -110,6 +119,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     };
     let store = FunctionStore::open(&data_dir).status(Status::Internal)?;
+    // Key-value stores and SQL databases not moved to a server by the runtime config are
+    // SQLite files here, beside the functions (one data dir, one owner: the store's lock).
+    let services = runtime_config
+        .services(&data_dir.join("state"))
+        .status(Status::Config)?;
     let (token, token_origin) = match &args.token_file {
         Some(path) => (
             ApiToken::from_file(path).status(Status::Config)?,
@@ -169,15 +183,17 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             .with_source_path(&entry.source)
             .load(&bytes)
             .map_err(|error| load_failure(&where_, error))?;
-        let function = Function::load(&engine, entry.spec.clone(), program).map_err(|error| {
-            let status = match error {
-                LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
-                    Status::MissingImport
-                }
-                _ => Status::BadProgram,
-            };
-            Failure::new(status, anyhow!("{where_}: {error}"))
-        })?;
+        let function =
+            Function::load(&engine, entry.spec.clone(), program, &services).map_err(|error| {
+                let status = match error {
+                    LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
+                        Status::MissingImport
+                    }
+                    LoadFunctionError::StateNeedsComponent { .. } => Status::Config,
+                    _ => Status::BadProgram,
+                };
+                Failure::new(status, anyhow!("{where_}: {error}"))
+            })?;
         functions.push(Arc::new(function));
     }
 
@@ -201,6 +217,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         app,
         store,
         args.max_function_memory,
+        services,
     )
     .map_err(|error| {
         let status = match error {

@@ -36,6 +36,32 @@ pub struct FunctionConfig {
     pub max_memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<i64>,
+    /// The key-value stores the function may open (`wasi:keyvalue`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_value_stores: Vec<String>,
+    /// The SQL databases the function may open (`wedge:sql`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql_databases: Vec<String>,
+}
+
+/// Whose data a function's stores and databases hold. The same store name in two scopes is
+/// two different stores, so one tenant can never open another's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateScope {
+    /// Every function of the app manifest shares the app's stores.
+    App,
+    /// A function deployed over the API is a tenant of its own.
+    Deployed,
+}
+
+impl StateScope {
+    /// The scope's name for function `name`: `app`, or `fn-NAME` (the two cannot collide).
+    pub fn name_for(self, name: &str) -> String {
+        match self {
+            StateScope::App => "app".to_string(),
+            StateScope::Deployed => format!("fn-{name}"),
+        }
+    }
 }
 
 /// A key and what is wrong with its value.
@@ -56,7 +82,12 @@ fn key_error(key: &'static str, problem: impl Into<String>) -> KeyError {
 impl FunctionConfig {
     /// Validates every key into the gateway's specification of function `name`, with the
     /// read-only directories `files` (which only a manifest can grant).
-    pub fn to_spec(&self, name: &str, files: Vec<Preopen>) -> Result<FunctionSpec, KeyError> {
+    pub fn to_spec(
+        &self,
+        name: &str,
+        files: Vec<Preopen>,
+        scope: StateScope,
+    ) -> Result<FunctionSpec, KeyError> {
         check_name(name)?;
         let route = match &self.route {
             Some(route) => normalize_route(route)?,
@@ -108,7 +139,12 @@ impl FunctionConfig {
                 ));
             }
         };
+        let key_value_stores = state_names("key_value_stores", &self.key_value_stores)?;
+        let sql_databases = state_names("sql_databases", &self.sql_databases)?;
         Ok(FunctionSpec {
+            state_scope: scope.name_for(name),
+            key_value_stores,
+            sql_databases,
             name: name.to_string(),
             route,
             kind,
@@ -124,6 +160,19 @@ impl FunctionConfig {
             max_concurrency,
         })
     }
+}
+
+/// Granted store or database names: plain (they become file names and Redis keys), each once.
+fn state_names(key: &'static str, names: &[String]) -> Result<Vec<String>, KeyError> {
+    let mut checked: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        crate::runtime_config::check_state_name(name).map_err(|problem| key_error(key, problem))?;
+        if checked.contains(name) {
+            return Err(key_error(key, format!("`{name}` is listed twice")));
+        }
+        checked.push(name.clone());
+    }
+    Ok(checked)
 }
 
 /// A function name: it appears in URLs, log lines and metric labels, so it is kept plain.
@@ -196,11 +245,39 @@ mod tests {
     #[test]
     fn a_deploy_config_defaults_its_route_to_the_name() {
         let spec = FunctionConfig::default()
-            .to_spec("hello", Vec::new())
+            .to_spec("hello", Vec::new(), StateScope::Deployed)
             .unwrap();
         assert_eq!(spec.route, "/hello");
         assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
         assert_eq!(spec.max_memory, DEFAULT_MAX_MEMORY);
+        assert_eq!(spec.state_scope, "fn-hello");
+        assert!(spec.key_value_stores.is_empty() && spec.sql_databases.is_empty());
+    }
+
+    #[test]
+    fn grants_are_plain_names_each_once() {
+        let config = FunctionConfig {
+            key_value_stores: vec!["default".into(), "sessions".into()],
+            sql_databases: vec!["orders".into()],
+            ..FunctionConfig::default()
+        };
+        let spec = config.to_spec("a", Vec::new(), StateScope::App).unwrap();
+        assert_eq!(spec.key_value_stores, ["default", "sessions"]);
+        assert_eq!(spec.sql_databases, ["orders"]);
+        assert_eq!(spec.state_scope, "app");
+        let twice = FunctionConfig {
+            key_value_stores: vec!["a".into(), "a".into()],
+            ..FunctionConfig::default()
+        };
+        let error = twice.to_spec("a", Vec::new(), StateScope::App).unwrap_err();
+        assert_eq!(error.key, "key_value_stores");
+        let bad = FunctionConfig {
+            sql_databases: vec!["../x".into()],
+            ..FunctionConfig::default()
+        };
+        let error = bad.to_spec("a", Vec::new(), StateScope::App).unwrap_err();
+        assert_eq!(error.key, "sql_databases");
+        assert!(error.problem.contains("../x"), "{error}");
     }
 
     #[test]
@@ -224,10 +301,15 @@ mod tests {
             max_memory: Some("1KiB".into()),
             ..FunctionConfig::default()
         };
-        assert_eq!(bad.to_spec("a", Vec::new()).unwrap_err().key, "max_memory");
+        assert_eq!(
+            bad.to_spec("a", Vec::new(), StateScope::App)
+                .unwrap_err()
+                .key,
+            "max_memory"
+        );
         assert_eq!(
             FunctionConfig::default()
-                .to_spec("Bad", Vec::new())
+                .to_spec("Bad", Vec::new(), StateScope::App)
                 .unwrap_err()
                 .key,
             "name"

@@ -28,6 +28,10 @@ struct RawFunction {
     timeout: Option<String>,
     max_memory: Option<String>,
     max_concurrency: Option<i64>,
+    #[serde(default)]
+    key_value_stores: Vec<String>,
+    #[serde(default)]
+    sql_databases: Vec<String>,
     build: Option<String>,
 }
 
@@ -201,6 +205,8 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
         timeout: raw.timeout,
         max_memory: raw.max_memory,
         max_concurrency: raw.max_concurrency,
+        key_value_stores: raw.key_value_stores,
+        sql_databases: raw.sql_databases,
     };
     // Keys in the order a reader meets them: route and kind before the source.
     if let Some(route) = &config.route {
@@ -258,7 +264,7 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
         });
     }
     let spec = config
-        .to_spec(&raw.name, files)
+        .to_spec(&raw.name, files, config::StateScope::App)
         .map_err(|e| e.to_string())?;
     Ok(ManifestFunction {
         spec,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{self, InputFormat, LoadError, Loader};
 use wedge_engine::{Program, WedgeEngine};
-use wedge_gateway::{Function, FunctionSpec, Gateway, LoadFunctionError};
+use wedge_gateway::{Function, FunctionSpec, Gateway, LoadFunctionError, StateServices};
 
 use crate::config::{FunctionConfig, KeyError};
 use crate::store::{FunctionStore, StoreError, StoredFunction, StoredVersion};
@@ -194,6 +194,8 @@ pub struct ControlPlane {
     app: AppFunctions,
     /// The node's limit on a function's `max_memory` (the pooling allocator's slot size).
     max_memory: u64,
+    /// The key-value stores and SQL databases deployed functions are linked to.
+    services: StateServices,
     state: Mutex<State>,
 }
 
@@ -208,6 +210,7 @@ impl ControlPlane {
         app: AppFunctions,
         store: FunctionStore,
         max_memory: u64,
+        services: StateServices,
     ) -> Result<Arc<Self>, RestoreError> {
         let stored = store.list()?;
         for function in &stored {
@@ -226,6 +229,7 @@ impl ControlPlane {
             gateway,
             app,
             max_memory,
+            services,
             state: Mutex::new(State {
                 store,
                 deployed: BTreeMap::new(),
@@ -309,7 +313,7 @@ impl ControlPlane {
 
     fn spec_of(&self, name: &str, config: &FunctionConfig) -> Result<FunctionSpec, DeployError> {
         let spec = config
-            .to_spec(name, Vec::new())
+            .to_spec(name, Vec::new(), crate::config::StateScope::Deployed)
             .map_err(DeployError::InvalidConfig)?;
         if spec.max_memory > self.max_memory {
             return Err(DeployError::InvalidConfig(KeyError {
@@ -347,7 +351,13 @@ impl ControlPlane {
     }
 
     fn link(&self, spec: FunctionSpec, program: Program) -> Result<Function, DeployError> {
-        Function::load(&self.engine, spec, program).map_err(|error| match error {
+        Function::load(&self.engine, spec, program, &self.services).map_err(|error| match error {
+            LoadFunctionError::StateNeedsComponent { key } => {
+                DeployError::InvalidConfig(KeyError {
+                    key,
+                    problem: error.to_string(),
+                })
+            }
             LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
                 DeployError::MissingImport(error.to_string())
             }

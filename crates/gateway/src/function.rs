@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wedge_capabilities::Preopen;
 use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_capabilities::key_value::{KeyValueGrant, KeyValueStores};
+use wedge_capabilities::sql::{SqlDatabases, SqlGrant};
 use wedge_engine::program::LoadError;
 use wedge_engine::{Program, WedgeEngine};
 
@@ -57,6 +59,29 @@ pub struct FunctionSpec {
     pub max_memory: u64,
     /// Requests this function may handle at once; `None` for the gateway's global limit.
     pub max_concurrency: Option<usize>,
+    /// Whose data its stores and databases hold (`app`, or `fn-NAME` for a deployed one).
+    pub state_scope: String,
+    /// The key-value stores it may open.
+    pub key_value_stores: Vec<String>,
+    /// The SQL databases it may open.
+    pub sql_databases: Vec<String>,
+}
+
+/// The key-value stores and SQL databases of a server: which backend serves which name
+/// (chosen by the runtime config; wedge-control builds them). Functions get a view of them
+/// limited to their grants.
+#[derive(Clone)]
+pub struct StateServices {
+    pub key_value: Arc<KeyValueStores>,
+    pub sql: Arc<SqlDatabases>,
+}
+
+/// One function's slice of the state services: what its grants let it open, in its scope.
+#[derive(Clone)]
+pub(crate) struct StateAccess {
+    pub services: StateServices,
+    pub key_value: Arc<KeyValueGrant>,
+    pub sql: Arc<SqlGrant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +100,10 @@ pub enum LoadFunctionError {
     MissingImport { import: String, hint: String },
     #[error("it cannot be linked: {0}")]
     Link(String),
+    #[error(
+        "`{key}` is granted, but a `wagi` function (a core module) cannot import key-value or SQL; build it as an `http` component (docs/languages.md), or remove `{key}`"
+    )]
+    StateNeedsComponent { key: &'static str },
 }
 
 pub(crate) enum Executor {
@@ -90,6 +119,7 @@ pub struct Function {
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     pub(crate) outbound: Arc<OutboundPolicy>,
     pub(crate) name: Arc<str>,
+    pub(crate) state: StateAccess,
     /// Metrics and log belong to the function's name, not to one version: a redeploy
     /// hands them on (see `continue_history_of`).
     pub metrics: Arc<FunctionMetrics>,
@@ -103,6 +133,7 @@ impl Function {
         engine: &WedgeEngine,
         spec: FunctionSpec,
         program: Program,
+        services: &StateServices,
     ) -> Result<Self, LoadFunctionError> {
         let (kind, executor) = match program {
             Program::Component(component) => {
@@ -134,6 +165,16 @@ impl Function {
                 )
             }
             Program::Module(module) => {
+                if !spec.key_value_stores.is_empty() {
+                    return Err(LoadFunctionError::StateNeedsComponent {
+                        key: "key_value_stores",
+                    });
+                }
+                if !spec.sql_databases.is_empty() {
+                    return Err(LoadFunctionError::StateNeedsComponent {
+                        key: "sql_databases",
+                    });
+                }
                 if !matches!(
                     module.get_export("_start"),
                     Some(wasmtime::ExternType::Func(_))
@@ -154,7 +195,19 @@ impl Function {
                 )
             }
         };
+        let state = StateAccess {
+            services: services.clone(),
+            key_value: Arc::new(KeyValueGrant {
+                scope: spec.state_scope.clone(),
+                stores: spec.key_value_stores.clone(),
+            }),
+            sql: Arc::new(SqlGrant {
+                scope: spec.state_scope.clone(),
+                databases: spec.sql_databases.clone(),
+            }),
+        };
         Ok(Self {
+            state,
             concurrency: spec.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
             outbound: Arc::new(spec.outbound.clone()),
             name: Arc::from(spec.name.as_str()),

@@ -17,6 +17,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wedge_capabilities::http_outbound::OutboundHooks;
+use wedge_capabilities::key_value::{self, KeyValueCtx, KeyValueCtxView, KeyValueView};
+use wedge_capabilities::sql::{self, SqlCtx, SqlCtxView, SqlView};
 use wedge_engine::WedgeEngine;
 use wedge_engine::limits::GuestLimiter;
 use wedge_engine::outcome::GuestFailure;
@@ -33,7 +35,27 @@ pub(crate) struct HttpState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
+    key_value: KeyValueCtx,
+    sql: SqlCtx,
     limiter: GuestLimiter,
+}
+
+impl KeyValueView for HttpState {
+    fn key_value(&mut self) -> KeyValueCtxView<'_> {
+        KeyValueCtxView {
+            ctx: &mut self.key_value,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl SqlView for HttpState {
+    fn sql(&mut self) -> SqlCtxView<'_> {
+        SqlCtxView {
+            ctx: &mut self.sql,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl WasiView for HttpState {
@@ -66,11 +88,16 @@ impl HttpExecutor {
     ) -> Result<Self, LoadFunctionError> {
         let mut linker = Linker::<HttpState>::new(engine.engine());
         // All of WASI 0.2 (toolchains such as Rust std, componentize-js and componentize-py
-        // import wasi:cli and wasi:filesystem) plus wasi:http. What a function may actually
-        // reach is decided per function by its WasiCtx (no preopens but its `files`, no
-        // sockets) and its outbound allow-list.
+        // import wasi:cli and wasi:filesystem) plus wasi:http, wasi:keyvalue and wedge:sql.
+        // What a function may actually reach is decided per function: by its WasiCtx (no
+        // preopens but its `files`, no sockets), its outbound allow-list, and the stores and
+        // databases it is granted (any other one is refused with access-denied when opened).
+        // JavaScript and Python toolchains import everything in their world, used or not,
+        // so linking only what is granted would refuse functions that never use state.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| key_value::add_to_linker(&mut linker))
+            .and_then(|()| sql::add_to_linker(&mut linker))
             .map_err(|e| LoadFunctionError::Link(format!("{e:#}")))?;
         let instance_pre = linker.instantiate_pre(component).map_err(|error| {
             let engine = engine.engine();
@@ -81,6 +108,8 @@ impl HttpExecutor {
                 .find(|name| {
                     !wedge_capabilities::wasi::is_provided_p2_import(name)
                         && !name.starts_with("wasi:http/")
+                        && !name.starts_with("wasi:keyvalue/")
+                        && !name.starts_with("wedge:sql/")
                 });
             match missing {
                 Some(import) => LoadFunctionError::MissingImport {
@@ -123,6 +152,16 @@ impl HttpExecutor {
                 function.outbound.clone(),
                 function.name.clone(),
                 Arc::from(request_id.as_str()),
+            ),
+            key_value: KeyValueCtx::new(
+                function.state.services.key_value.clone(),
+                function.state.key_value.clone(),
+                context.deadline,
+            ),
+            sql: SqlCtx::new(
+                function.state.services.sql.clone(),
+                function.state.sql.clone(),
+                context.deadline,
             ),
             limiter: function.limiter(),
         };

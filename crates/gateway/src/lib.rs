@@ -22,6 +22,6 @@ pub mod server;
 pub mod time;
 mod wagi;
 
-pub use function::{Function, FunctionKind, FunctionSpec, LoadFunctionError};
+pub use function::{Function, FunctionKind, FunctionSpec, LoadFunctionError, StateServices};
 pub use response::{Body, BodyError, REQUEST_ID_HEADER};
 pub use server::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};
