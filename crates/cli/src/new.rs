@@ -115,6 +115,37 @@ const WASI_WIT: &[(&str, &str)] = &[
     ),
 ];
 
+/// The state capabilities a function may import (docs/capabilities.md): `wasi:keyvalue`
+/// (vendored verbatim from `wasmtime-wasi-keyvalue`) and wedge's own `wedge:sql`. They are in
+/// every new project's world, so that a function only has to use them; wedge links them for
+/// every `http` function and decides per store and database what its config grants.
+const STATE_WIT: &[(&str, &str)] = &[
+    (
+        "keyvalue/atomic.wit",
+        include_str!("../../../wit/wasi-keyvalue-0.2.0-draft/atomic.wit"),
+    ),
+    (
+        "keyvalue/batch.wit",
+        include_str!("../../../wit/wasi-keyvalue-0.2.0-draft/batch.wit"),
+    ),
+    (
+        "keyvalue/store.wit",
+        include_str!("../../../wit/wasi-keyvalue-0.2.0-draft/store.wit"),
+    ),
+    (
+        "keyvalue/watch.wit",
+        include_str!("../../../wit/wasi-keyvalue-0.2.0-draft/watch.wit"),
+    ),
+    (
+        "keyvalue/world.wit",
+        include_str!("../../../wit/wasi-keyvalue-0.2.0-draft/world.wit"),
+    ),
+    (
+        "wedge-sql/sql.wit",
+        include_str!("../../../wit/wedge-sql-0.1.0/sql.wit"),
+    ),
+];
+
 /// The preview 1 adapter that turns a wasm32-wasi core module into a `wasi:http/proxy`
 /// component (`wasm-tools component new --adapt`), from the crate of wedge's wasmtime version.
 const PROXY_ADAPTER_FILE: &str = "wasi_snapshot_preview1.proxy.wasm";
@@ -252,8 +283,14 @@ fn project_files(template: &Template, name: &str) -> Vec<(String, Vec<u8>)> {
             "wit/world.wit".into(),
             format!(
                 "// Written by `wedge new`: the world this function is built for. wedge serves any\n\
-                 // component that exports wasi:http/incoming-handler@0.2.x.\n\
-                 package wedge:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n}}\n"
+                 // component that exports wasi:http/incoming-handler@0.2.x. The key-value and SQL\n\
+                 // imports work for the stores and databases the function's config grants\n\
+                 // (key_value_stores, sql_databases); see docs/capabilities.md.\n\
+                 package wedge:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n\
+                 \x20 import wasi:keyvalue/store@0.2.0-draft;\n\
+                 \x20 import wasi:keyvalue/atomics@0.2.0-draft;\n\
+                 \x20 import wasi:keyvalue/batch@0.2.0-draft;\n\
+                 \x20 import wedge:sql/sql@0.1.0;\n}}\n"
             )
             .into_bytes(),
         ));
@@ -263,6 +300,9 @@ fn project_files(template: &Template, name: &str) -> Vec<(String, Vec<u8>)> {
                 _ => text.to_string(),
             };
             files.push((format!("wit/deps/{file}"), text.into_bytes()));
+        }
+        for (file, text) in STATE_WIT {
+            files.push((format!("wit/deps/{file}"), text.as_bytes().to_vec()));
         }
     }
     if template.proxy_adapter {
