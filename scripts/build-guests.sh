@@ -3,7 +3,7 @@
 #   hello.wasm exit.wasm upper.wasm alloc.wasm crash.wasm   (C, wasm32-wasi core modules)
 #   wagi-hello.wasm wagi-echo.wasm                          (C, WAGI handlers: core modules)
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
-#   http-hello.wasm http-probe.wasm                         (Rust, wasi:http/proxy components)
+#   http-hello.wasm http-probe.wasm http-state.wasm         (Rust, wasi:http/proxy components)
 #   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
 #   py-hello py-echo py-json-api py-fetch .wasm             (Python components, componentize-py)
 #   c-http-hello.wasm                                       (C component: templates/http-c, wedge build)
@@ -79,6 +79,7 @@ build_rust() {
 build_rust hello-component hello-component   # a command (bin target)
 build_rust http-hello http_hello             # wasi:http/proxy (cdylib)
 build_rust http-probe http_probe             # wasi:http/proxy (cdylib)
+build_rust http-state http_state             # wasi:http/proxy + wasi:keyvalue + wedge:sql (cdylib)
 
 # --- JavaScript, Python and C components ------------------------------------------
 # Built with the project's own toolchains (target/toolchains/bin) against the WIT that
@@ -130,7 +131,7 @@ fi
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe \
+for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe http-state \
     js-hello js-echo js-json-api js-fetch py-hello py-echo py-json-api py-fetch c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
     case "$f:$magic" in

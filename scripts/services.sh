@@ -85,8 +85,8 @@ CREATE USER IF NOT EXISTS 'wedge'@'127.0.0.1' IDENTIFIED BY 'wedge';
 CREATE USER IF NOT EXISTS 'wedge'@'localhost' IDENTIFIED BY 'wedge';
 GRANT ALL PRIVILEGES ON wedge.* TO 'wedge'@'127.0.0.1', 'wedge'@'localhost';
 GRANT ALL PRIVILEGES ON `wedge\_%`.* TO 'wedge'@'127.0.0.1', 'wedge'@'localhost';
--- For tests that kill their own connections to check reconnects.
-GRANT CONNECTION ADMIN ON *.* TO 'wedge'@'127.0.0.1', 'wedge'@'localhost';
+-- For tests that find and kill wedge's connections to check reconnects.
+GRANT CONNECTION ADMIN, PROCESS ON *.* TO 'wedge'@'127.0.0.1', 'wedge'@'localhost';
 FLUSH PRIVILEGES;
 SQL
     say "mariadb on 127.0.0.1:$MYSQL_PORT"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use support::server::{Reply, Server, get, get_with, send};
+use support::server::{Reply, Server, get, get_with, multipart, send};
 use support::{guest, status};
 
 /// An app with one function, so that every test also checks that app and deployed
@@ -80,18 +80,6 @@ impl Node {
             .map(|f| f["name"].as_str().unwrap().to_string())
             .collect()
     }
-}
-
-/// Built by hand, as any HTTP client would, independent of wedge's own client.
-fn multipart(config: &str, wasm: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "test-boundary-7d1e";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\nContent-Type: application/json\r\n\r\n{config}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"wasm\"; filename=\"f.wasm\"\r\nContent-Type: application/wasm\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(wasm);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 fn json(reply: &Reply) -> serde_json::Value {

@@ -278,3 +278,16 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> R
     }
     reply(request.send(body))
 }
+
+/// A deploy's multipart body (`config` JSON part + `wasm` part, as `curl -F` sends it) and its
+/// content type. Built by hand, as any HTTP client would, independent of wedge's own client.
+pub fn multipart(config: &str, wasm: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "test-boundary-7d1e";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\nContent-Type: application/json\r\n\r\n{config}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"wasm\"; filename=\"f.wasm\"\r\nContent-Type: application/wasm\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(wasm);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
