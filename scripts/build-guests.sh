@@ -5,7 +5,9 @@
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
 #   http-hello.wasm http-probe.wasm http-state.wasm         (Rust, wasi:http/proxy components)
 #   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
+#   js-orders js-counter .wasm                              (JavaScript, SQL and key-value)
 #   py-hello py-echo py-json-api py-fetch .wasm             (Python components, componentize-py)
+#   py-orders py-counter .wasm                              (Python, SQL and key-value: wedge_state.py)
 #   c-http-hello.wasm                                       (C component: templates/http-c, wedge build)
 # Installs the toolchains first (scripts/setup-toolchains.sh) when something is missing.
 # Builds wedge (cargo build -p wedge, the profile the tests use): `wedge new` writes the WIT
@@ -102,7 +104,7 @@ fresh() {
     for src in "$@"; do [ "$out" -nt "$src" ] || return 1; done
 }
 
-for name in hello echo json-api fetch; do
+for name in hello echo json-api fetch orders counter; do
     src="examples/js/$name.js" out="$OUT/js-$name.wasm"
     if fresh "$out" "$src"; then echo "build-guests: $out up to date"; continue; fi
     echo "build-guests: componentize-js $src -> $out"
@@ -110,9 +112,9 @@ for name in hello echo json-api fetch; do
     mv "$out.tmp" "$out"
 done
 
-for name in hello echo json_api fetch; do
+for name in hello echo json_api fetch orders counter; do
     src="examples/python/$name.py" out="$OUT/py-${name//_/-}.wasm"
-    if fresh "$out" "$src" templates/http-py/wedge_http.py; then echo "build-guests: $out up to date"; continue; fi
+    if fresh "$out" "$src" templates/http-py/wedge_http.py templates/http-py/wedge_state.py; then echo "build-guests: $out up to date"; continue; fi
     echo "build-guests: componentize-py $src -> $out"
     componentize-py -d "$LANG_DIR/py/wit" -w app componentize \
         -p examples/python -p templates/http-py "$name" -o "$out.tmp" >/dev/null
@@ -132,7 +134,8 @@ fi
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
 for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe http-state \
-    js-hello js-echo js-json-api js-fetch py-hello py-echo py-json-api py-fetch c-http-hello; do
+    js-hello js-echo js-json-api js-fetch js-orders js-counter \
+    py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
     case "$f:$magic" in
         hello-component:0061736d0d000100 | *http-*:0061736d0d000100 | js-*:0061736d0d000100 | py-*:0061736d0d000100) ;;
