@@ -62,7 +62,7 @@ const TEMPLATES: &[Template] = &[
     Template {
         name: "http-py",
         summary: "Python HTTP function: a Handler class with respond(request), built with componentize-py",
-        files: template_files!("http-py": "app.py", "wedge_http.py", "wedge.toml", "README.md", ".gitignore"),
+        files: template_files!("http-py": "app.py", "wedge_http.py", "wedge_state.py", "wedge.toml", "README.md", ".gitignore"),
         wit: Wit::Wasi0212,
         proxy_adapter: false,
     },
