@@ -12,7 +12,8 @@
 # Installs the toolchains first (scripts/setup-toolchains.sh) when something is missing.
 # Builds wedge (cargo build -p wedge, the profile the tests use): `wedge new` writes the WIT
 # and adapter the language guests are built with, as it does for a user's project.
-# Idempotent: a guest is rebuilt only when its source is newer than its output.
+# Idempotent: a guest is rebuilt only when its source (or, for the JavaScript, Python and C
+# ones, the WIT `wedge new` writes) changed since its output was built.
 set -euo pipefail
 # rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
 if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -97,39 +98,62 @@ mkdir -p "$LANG_DIR"
 "$WEDGE" new http-py "$LANG_DIR/py" >/dev/null
 "$WEDGE" new http-c "$LANG_DIR/c" >/dev/null
 
-# fresh OUT SOURCES...: is OUT newer than every source and this script?
+# The WIT each language's guests are built against comes from `wedge new` (it is embedded in
+# wedge). A guest built against other WIT is stale even when its source is not: a world that
+# gained an import (wasi:keyvalue, say) must reach every guest. $OUT/.LANG-wit holds the digest
+# of the WIT the guests in $OUT were built with; it is written only after all of them built.
+wit_digest() {
+    (cd "$LANG_DIR/$1/wit" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
+        sha256sum | cut -d' ' -f1
+}
+for lang in js py c; do
+    digest="$(wit_digest "$lang")"
+    printf -v "WIT_${lang}" %s "$digest"
+    if [ "$(cat "$OUT/.$lang-wit" 2>/dev/null || true)" != "$digest" ]; then
+        printf -v "STALE_${lang}" %s 1
+        rm -f "$OUT/.$lang-wit"
+    fi
+done
+
+# fresh LANG OUT SOURCES...: was OUT built against LANG's current WIT, and is it newer than
+# every source and this script?
 fresh() {
-    local out="$1" src; shift
-    [ -f "$out" ] && [ "$out" -nt "$SELF" ] || return 1
+    local lang="$1" out="$2" src stale; shift 2
+    stale="STALE_${lang}"
+    [ -z "${!stale:-}" ] && [ -f "$out" ] && [ "$out" -nt "$SELF" ] || return 1
     for src in "$@"; do [ "$out" -nt "$src" ] || return 1; done
 }
+wit_built() { local v="WIT_$1"; echo "${!v}" >"$OUT/.$1-wit"; }
 
 for name in hello echo json-api fetch orders counter; do
     src="examples/js/$name.js" out="$OUT/js-$name.wasm"
-    if fresh "$out" "$src"; then echo "build-guests: $out up to date"; continue; fi
+    if fresh js "$out" "$src"; then echo "build-guests: $out up to date"; continue; fi
     echo "build-guests: componentize-js $src -> $out"
     componentize-js "$src" --wit "$LANG_DIR/js/wit" --world-name app -o "$out.tmp" >/dev/null
     mv "$out.tmp" "$out"
 done
+wit_built js
 
 for name in hello echo json_api fetch orders counter; do
     src="examples/python/$name.py" out="$OUT/py-${name//_/-}.wasm"
-    if fresh "$out" "$src" templates/http-py/wedge_http.py templates/http-py/wedge_state.py; then echo "build-guests: $out up to date"; continue; fi
+    if fresh py "$out" "$src" templates/http-py/wedge_http.py templates/http-py/wedge_state.py; then echo "build-guests: $out up to date"; continue; fi
     echo "build-guests: componentize-py $src -> $out"
     componentize-py -d "$LANG_DIR/py/wit" -w app componentize \
         -p examples/python -p templates/http-py "$name" -o "$out.tmp" >/dev/null
     mv "$out.tmp" "$out"
 done
+wit_built py
 
 # The C http hello is the http-c template itself, built by `wedge build`.
 out="$OUT/c-http-hello.wasm"
-if fresh "$out" templates/http-c/app.c templates/http-c/wedge.toml; then
+if fresh c "$out" templates/http-c/app.c templates/http-c/wedge.toml; then
     echo "build-guests: $out up to date"
 else
     echo "build-guests: wedge build templates/http-c -> $out"
     "$WEDGE" build --app "$LANG_DIR/c/wedge.toml"
     cp "$LANG_DIR/c/app.wasm" "$out"
 fi
+wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
