@@ -77,7 +77,8 @@ start_mariadb() {
     "$(mariadbd_bin)" --no-defaults --user=root --datadir="$DIR/mariadb" --socket="$socket" \
         --port="$MYSQL_PORT" --bind-address=127.0.0.1 --pid-file="$DIR/mariadb.pid" \
         --log-error="$DIR/mariadb.log" --skip-name-resolve --max-connections=500 \
-        --innodb-buffer-pool-size=128M >/dev/null 2>&1 &
+        --innodb-buffer-pool-size=128M --character-set-server=utf8mb4 \
+        --collation-server=utf8mb4_unicode_ci >/dev/null 2>&1 &
     wait_for mariadb 60 mariadb --no-defaults --socket="$socket" -uroot -e "select 1"
     mariadb --no-defaults --socket="$socket" -uroot >&2 <<'SQL'
 CREATE DATABASE IF NOT EXISTS wedge;
