@@ -630,6 +630,91 @@ async fn sqlite_writers_wait_for_each_other_within_the_timeout() {
     assert_eq!(guest.count(&b, "SELECT COUNT(*) FROM t").await, 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_read_write_transactions_all_commit_in_turn() {
+    let (_dir, databases) = sqlite();
+    let mut setup = Guest::new(&databases, "app", &["db"]);
+    let conn = setup.open("db").await.unwrap();
+    setup
+        .ok(
+            &conn,
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+            vec![],
+        )
+        .await;
+    setup.ok(&conn, "INSERT INTO c VALUES (1, 0)", vec![]).await;
+    // 32 requests at once, each a read then a write in one transaction (the orders example's
+    // PUT). Each one waits for its turn, so none sees a stale read and none fails.
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let databases = databases.clone();
+            tokio::spawn(async move {
+                let mut guest = Guest::new(&databases, "app", &["db"]);
+                let conn = guest.open("db").await.unwrap();
+                guest.begin(&conn).await.expect("begin");
+                let n = guest.count(&conn, "SELECT n FROM c WHERE id = 1").await;
+                guest
+                    .ok(
+                        &conn,
+                        "UPDATE c SET n = ? WHERE id = 1",
+                        vec![Value::Integer(n + 1)],
+                    )
+                    .await;
+                guest.commit(&conn).await.expect("commit");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("every transaction commits");
+    }
+    assert_eq!(setup.count(&conn, "SELECT n FROM c WHERE id = 1").await, 32);
+    // Statements outside a transaction queue the same way when they may write.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let databases = databases.clone();
+            tokio::spawn(async move {
+                let mut guest = Guest::new(&databases, "app", &["db"]);
+                let conn = guest.open("db").await.unwrap();
+                guest
+                    .ok(
+                        &conn,
+                        "INSERT INTO c VALUES (?, 0)",
+                        vec![Value::Integer(100 + i)],
+                    )
+                    .await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("every insert succeeds");
+    }
+    assert_eq!(setup.count(&conn, "SELECT COUNT(*) FROM c").await, 17);
+}
+
+#[test]
+fn sqlite_statements_that_may_write_queue_for_the_writers_turn() {
+    use super::sqlite::may_write;
+    for read in [
+        "SELECT 1",
+        "  select * from t",
+        "(SELECT 1)",
+        "VALUES (1)",
+        "explain select 1",
+    ] {
+        assert!(!may_write(read), "{read}");
+    }
+    for write in [
+        "INSERT INTO t VALUES (1)",
+        "update t set a = 1",
+        "CREATE TABLE IF NOT EXISTS t (a)",
+        "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+        "DELETE FROM t",
+        "",
+    ] {
+        assert!(may_write(write), "{write}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_open_connections_per_request_are_limited() {
     let (_dir, databases) = sqlite();
