@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Turn the serve benchmark's wrk outputs into a Markdown report (stdlib only).
+"""Turn a wrk benchmark's outputs into a Markdown report (stdlib only).
 
-Called by benches/serve/run.sh with a TSV of results, one line per server:
+Called by benches/serve/run.sh and benches/state/run.sh with a TSV of results, one line per row:
     name <TAB> label <TAB> "ok" or a failure text <TAB> path of wrk's output (may be empty)
+Each `--ratio NAME=HEADER` adds a column: the row's req/s over row NAME's (default: native and
+wasmtime, the serve benchmark's). `--note TEXT` adds a line under the table.
 Prints the report and writes it to --out.
 """
 import argparse
@@ -76,7 +78,12 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--wrk", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--title", default="Serve benchmark")
+    ap.add_argument("--first-column", default="server")
+    ap.add_argument("--ratio", action="append", metavar="NAME=HEADER")
+    ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
+    ratios = [r.split("=", 1) for r in (args.ratio or ["native=req/s vs native", "wasmtime=req/s vs wasmtime serve"])]
 
     rows = []
     for line in open(args.results, encoding="utf-8"):
@@ -98,32 +105,34 @@ def main():
                 return r["data"]["rps"]
         return None
 
-    native, wasmtime = rps_of("native"), rps_of("wasmtime")
+    bases = [(rps_of(name), header) for name, header in ratios]
     out = []
-    out.append("# Serve benchmark")
+    out.append(f"# {args.title}")
     out.append("")
     out.append(f"- command: `{args.command}`")
-    out.append(f"- load: `{args.wrk}` against `http://127.0.0.1:PORT/`, one server at a time")
+    out.append(f"- load: {args.wrk}, one server at a time")
     out.append(f"- machine: {machine()}")
     out.append(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
     out.append("")
-    out.append("| server | req/s | p50 ms | p99 ms | req/s vs native | req/s vs wasmtime serve |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    out.append(f"| {args.first_column} | req/s | p50 ms | p99 ms | " + " | ".join(h for _, h in bases) + " |")
+    out.append("| --- | ---: | ---: | ---: |" + " ---: |" * len(bases))
     notes = []
     for r in rows:
         d = r["data"]
         if d is None:
-            out.append(f"| {r['label']} | {r['state']} | | | | |")
+            out.append(f"| {r['label']} | {r['state']} | | |" + " |" * len(bases))
             continue
         rps = d["rps"]
         out.append(
-            f"| {r['label']} | {rps:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} "
-            f"| {ratio(rps, native)} | {ratio(rps, wasmtime)} |"
+            f"| {r['label']} | {rps:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | "
+            + " | ".join(ratio(rps, base) for base, _ in bases)
+            + " |"
         )
         if r["state"] != "ok":
             notes.append(f"{r['label']}: {r['state']}")
         for n in d["notes"]:
             notes.append(f"{r['label']}: {n} (counted in req/s)")
+    notes.extend(args.note)
     if notes:
         out.append("")
         out.append("Notes:")

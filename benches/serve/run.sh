@@ -30,13 +30,11 @@
 set -euo pipefail
 # rustup installs cargo/rustup here; a non-login shell may not have it on PATH.
 if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
-# The command as typed, with the knobs that came from the environment.
-INVOCATION="$0${*:+ $*}"
-for v in WASMTIME WEDGE_SERVE_ARGS WEDGE START_TIMEOUT CONNS WARMUP DURATION ONLY; do
-    if [ -n "${!v+x}" ]; then INVOCATION="$v=$(printf %q "${!v}") $INVOCATION"; fi
-done
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
+# log, apt_install, install_reference_wasmtime, invocation, bench, stop_server, result_row
+. "$ROOT/benches/lib.sh"
+INVOCATION="$(invocation "$0${*:+ $*}" WASMTIME WEDGE_SERVE_ARGS WEDGE START_TIMEOUT CONNS WARMUP DURATION ONLY)"
 
 WASMTIME_VERSION=48.0.2
 SERVERS=(native wedge-http wedge-wagi wasmtime wedge-c wedge-js wedge-py)
@@ -46,9 +44,6 @@ CONNS="${CONNS:-32}"
 START_TIMEOUT="${START_TIMEOUT:-30}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
-
-# log, apt_install, install_reference_wasmtime
-. "$ROOT/benches/lib.sh"
 
 selected=()
 for s in "${SERVERS[@]}"; do
@@ -118,78 +113,14 @@ EOF
 done
 
 # --- run ---------------------------------------------------------------------
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-SERVER_PID=""
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-trap stop_server EXIT
-
 RESULTS="$OUT/serve-results.tsv"
 : >"$RESULTS"
 status=0
-
-# bench NAME EXPECTED_BODY LABEL -- COMMAND... (the literal word PORT is replaced)
-bench() {
-    local name="$1" expect="$2" label="$3"; shift 4
-    local port logf="$OUT/$name.log" wrkf="$OUT/$name.wrk" cmd=() a
-    port="$(free_port)"
-    for a in "$@"; do cmd+=("${a//PORT/$port}"); done
-    rm -f "$wrkf"
-    log "$name: ${cmd[*]}"
-    echo "\$ ${cmd[*]}" >"$logf"
-    "${cmd[@]}" >>"$logf" 2>&1 &
-    SERVER_PID=$!
-
-    local url="http://127.0.0.1:$port/" body="" deadline=$((SECONDS + START_TIMEOUT)) why=""
-    while :; do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then why="exited"; break; fi
-        if body="$(curl -sf -m 2 "$url" 2>/dev/null)"; then break; fi
-        if [ "$SECONDS" -ge "$deadline" ]; then why="no answer within ${START_TIMEOUT}s"; break; fi
-        sleep 0.2
-    done
-    if [ -z "$why" ] && [ "$body" != "$expect" ]; then
-        why="unexpected body: $(printf %q "$body")"
-    fi
-    if [ -n "$why" ]; then
-        log "$name: failed to start ($why; see target/bench/$name.log)"
-        echo "run.sh: failed to start: $why" >>"$logf"
-        stop_server
-        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "failed to start (see target/bench/$name.log)" "" >>"$RESULTS"
-        status=1
-        return
-    fi
-
-    log "$name: up on $url; warm-up ${WARMUP}s, then wrk -t2 -c$CONNS -d${DURATION}s"
-    wrk -t2 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
-    if ! wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$wrkf" 2>&1; then
-        log "$name: wrk failed (see target/bench/$name.wrk)"
-        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "wrk failed (see target/bench/$name.wrk)" "" >>"$RESULTS"
-        status=1
-    elif ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "$name: server died under load (see target/bench/$name.log)"
-        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "died under load (see target/bench/$name.log)" "$wrkf" >>"$RESULTS"
-        status=1
-    else
-        printf '%s\t%s\t%s\t%s\n' "$name" "$label" "ok" "$wrkf" >>"$RESULTS"
-    fi
-    stop_server
-}
+trap stop_server EXIT
 
 wedge_failed() {
     local name="$1" label="$2"
-    printf '%s\t%s\t%s\t%s\n' "$name" "$label" "failed to start (see target/bench/wedge-build.log)" "" >>"$RESULTS"
+    result_row "$name" "$label" "failed to start (see target/bench/wedge-build.log)"
     status=1
 }
 
@@ -231,6 +162,6 @@ done
 python3 "$ROOT/benches/serve/report.py" \
     --results "$RESULTS" \
     --command "$INVOCATION" \
-    --wrk "wrk -t2 -c$CONNS -d${DURATION}s --latency (after ${WARMUP}s of warm-up)" \
+    --wrk "\`wrk -t2 -c$CONNS -d${DURATION}s --latency\` (after ${WARMUP}s of warm-up) against \`http://127.0.0.1:PORT/\`" \
     --out "$OUT/serve.md"
 exit "$status"
