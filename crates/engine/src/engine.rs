@@ -78,17 +78,30 @@ impl WedgeEngine {
             pool.total_memories(programs.saturating_mul(4));
             pool.total_tables(programs.saturating_mul(8));
             pool.max_memory_size(pooling.max_memory_size);
-            // Resetting the first 128 KiB of a memory by memset beats madvise plus fresh page
-            // faults for the pages every request touches (a C module's whole stack and data);
-            // measured with the serve benchmark, 1 MiB cost the http hello more in memset
-            // than it saved, and 0 cost the wagi hello two thirds of its throughput.
-            pool.linear_memory_keep_resident(128 << 10);
+            // Without PAGEMAP_SCAN, resetting the first 128 KiB of a memory by memset beats
+            // madvise plus fresh page faults for the pages every request touches (a C
+            // module's whole stack and data); measured with the serve benchmark, 1 MiB cost
+            // the http hello more in memset than it saved, and 0 cost the wagi hello two
+            // thirds of its throughput.
+            //
             // With Linux's PAGEMAP_SCAN ioctl (6.7+; `Auto` falls back to the above without
             // it) a slot is reset by restoring only the pages the last instance dirtied,
             // instead of memsetting the kept region and madvising the rest: the next instance
             // takes no page faults on pages that stay resident. Measured in process
             // (benches/serve/instantiate.rs, p50): Rust http hello 52 -> 18 µs, C wagi hello
-            // 19 -> 12 µs, the 12 MiB JavaScript hello 617 -> 327 µs.
+            // 19 -> 12 µs, the 12 MiB JavaScript hello 617 -> 327 µs. There the limit only
+            // caps how many dirtied bytes are copied back rather than madvised, so it is
+            // set to cover an interpreter's whole per-request dirty set: the Python hello
+            // dirties ~1.2 MiB in ~180 runs over its 13 MiB snapshot, and with 128 KiB
+            // every reset dropped the snapshot's pages and the next request took ~350 page
+            // faults (and the JavaScript hello 37); with 16 MiB, none. This needs the
+            // vendored wasmtime's rescanning fix (vendor/wasmtime, see Cargo.toml).
+            let keep_resident = if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+                16 << 20
+            } else {
+                128 << 10
+            };
+            pool.linear_memory_keep_resident(keep_resident);
             pool.pagemap_scan(wasmtime::Enabled::Auto);
             pool.table_keep_resident(64 << 10);
             pool.async_stack_keep_resident(64 << 10);
@@ -162,5 +175,62 @@ mod tests {
         assert_eq!(plain.fingerprint(), again.fingerprint());
         assert_ne!(plain.fingerprint(), metered.fingerprint());
         assert_ne!(plain.fingerprint(), interruptible.fingerprint());
+    }
+
+    /// A pooled memory slot is reused by the next instance of the same module, and
+    /// PAGEMAP_SCAN restores only what the last one dirtied. This dirties 64 disjoint
+    /// pages (more runs than one scan reports, so the reset must rescan) in both the
+    /// snapshot part of the memory and the zero part beyond it, and checks that every
+    /// next instance sees the original contents, whichever reset path the host has.
+    #[test]
+    fn a_reused_memory_slot_shows_no_writes_of_the_previous_instance() {
+        let wedge = WedgeEngine::new(EngineOptions {
+            pooling: Some(PoolingOptions {
+                total_instances: 1,
+                max_memory_size: 8 << 20,
+            }),
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        // 128 pages of 64 KiB: bytes 7 fill the first 4 MiB (the image), the rest is zero.
+        // `dirty` writes 0xff to one byte of every 64 KiB page; `sum` adds one byte of
+        // each page, 64 * 7 = 448 for a pristine memory.
+        let wat = format!(
+            r#"(module
+                (memory (export "memory") 128)
+                (data (i32.const 0) "{image}")
+                (func (export "dirty")
+                    (local $at i32)
+                    (loop $pages
+                        (i32.store8 (local.get $at) (i32.const 255))
+                        (local.set $at (i32.add (local.get $at) (i32.const 65536)))
+                        (br_if $pages (i32.lt_u (local.get $at) (i32.const 8388608)))))
+                (func (export "sum") (result i32)
+                    (local $at i32) (local $sum i32)
+                    (loop $pages
+                        (local.set $sum (i32.add (local.get $sum) (i32.load8_u (local.get $at))))
+                        (local.set $at (i32.add (local.get $at) (i32.const 65536)))
+                        (br_if $pages (i32.lt_u (local.get $at) (i32.const 8388608))))
+                    (local.get $sum)))"#,
+            image = "\\07".repeat(4 << 20),
+        );
+        let module = wasmtime::Module::new(wedge.engine(), wat).unwrap();
+        for round in 0..5 {
+            let mut store = wasmtime::Store::new(wedge.engine(), ());
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let sum = instance
+                .get_typed_func::<(), i32>(&mut store, "sum")
+                .unwrap();
+            let dirty = instance
+                .get_typed_func::<(), ()>(&mut store, "dirty")
+                .unwrap();
+            assert_eq!(sum.call(&mut store, ()).unwrap(), 64 * 7, "round {round}");
+            dirty.call(&mut store, ()).unwrap();
+            assert_eq!(
+                sum.call(&mut store, ()).unwrap(),
+                128 * 255,
+                "round {round}"
+            );
+        }
     }
 }

@@ -282,8 +282,23 @@ pub unsafe fn reset_with_pagemap(
     const MAX_REGIONS: usize = 32;
     let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
 
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len.byte_count()))
-        .max_pages(keep_resident.byte_count() / host_page_size)
+    // wedge patch: the scan is repeated from where the kernel stopped when it
+    // stopped only because `storage` was full. Upstream scans once, so a guest
+    // whose dirty pages form more than `MAX_REGIONS` disjoint runs (an
+    // interpreter's heap snapshot: the Python hello dirties ~180 runs spread
+    // over 13 MiB) had everything after the 32nd run decommitted, dropping the
+    // clean file-backed pages too and making the next instance fault on every
+    // page it touches again, whatever `keep_resident` said.
+    let end = ptr.wrapping_add(len.byte_count());
+    let mut start = ptr;
+    let mut pages_left = keep_resident.byte_count() / host_page_size;
+    let mut bytes_resident = 0;
+    loop {
+        let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(
+            start,
+            end.addr() - start.addr(),
+        ))
+        .max_pages(pages_left)
         // We specifically want pages that are NOT backed by the zero page or
         // backed by files. Such pages mean that they haven't changed from their
         // original contents, so they're inverted.
@@ -301,50 +316,43 @@ pub unsafe fn reset_with_pagemap(
         .return_mask(Categories::empty())
         .build(&mut storage);
 
-    // SAFETY: this should be a safe ioctl as we control the fd we're operating
-    // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
-    // correct implementation and such.
-    let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
-        Ok(result) => result,
+        // SAFETY: this should be a safe ioctl as we control the fd we're
+        // operating on plus all of `scan_arg`, but this relies on `Ioctl` below
+        // being the correct implementation and such.
+        let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
+            Ok(result) => result,
 
-        // If the ioctl fails for whatever reason, we at least tried, so fall
-        // back to the default behavior.
-        //
-        // SAFETY: the safety requirement of
-        // `pagemap_disabled::reset_with_pagemap` is the same as this function.
-        Err(err) => unsafe {
-            log::warn!("failed pagemap scan {err}");
-            return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
-                None,
-                ptr,
-                len,
-                keep_resident,
-                reset_manually,
-                decommit,
-            );
-        },
-    };
+            // If the ioctl fails for whatever reason, everything not yet
+            // scanned is decommitted, which is always a correct reset.
+            Err(err) => {
+                log::warn!("failed pagemap scan {err}");
+                decommit(start, end.addr() - start.addr());
+                return bytes_resident;
+            }
+        };
 
-    // For all regions that were written in the scan reset them manually, then
-    // afterwards decommit everything else.
-    let mut bytes_resident = 0;
-    for region in result.regions() {
-        // SAFETY: we're relying on Linux to pass in valid region ranges within
-        // the `ptr/len` we specified to the original syscall.
-        unsafe {
-            reset_manually(&mut *region.region().cast_mut());
+        // For all regions that were written in the scan reset them manually.
+        for region in result.regions() {
+            // SAFETY: we're relying on Linux to pass in valid region ranges
+            // within the `ptr/len` we specified to the original syscall.
+            unsafe {
+                reset_manually(&mut *region.region().cast_mut());
+            }
+            bytes_resident += region.len();
+            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
         }
-        bytes_resident += region.len();
+
+        // The scan reached the end, the `keep_resident` budget is spent, or
+        // (defensively) it made no progress: everything after `walk_end` is
+        // decommitted (nothing if the end was reached). Otherwise it stopped
+        // because `storage` was full and continues from `walk_end`.
+        let walk_end = result.walk_end().cast_mut();
+        if walk_end.addr() >= end.addr() || pages_left == 0 || walk_end.addr() <= start.addr() {
+            decommit(walk_end, end.addr().saturating_sub(walk_end.addr()));
+            return bytes_resident;
+        }
+        start = walk_end;
     }
-
-    // Report everything after `walk_end` to the end of memory as memory that
-    // must be decommitted as the scan didn't reach it. Note that if `walk_end`
-    // is already at the end of memory then the byte size of the decommitted
-    // memory here will be 0 meaning that this is a noop.
-    let scan_size = result.walk_end().addr() - ptr.addr();
-    decommit(result.walk_end().cast_mut(), len.byte_count() - scan_size);
-
-    bytes_resident
 }
 
 mod ioctl {
