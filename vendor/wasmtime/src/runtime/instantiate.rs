@@ -165,6 +165,11 @@ impl CompiledModule {
         }
     }
 
+    /// wedge patch: like `func_loc`, but `None` when there is no such function.
+    pub fn func_loc_if_present(&self, key: FuncKey) -> Option<&FunctionLoc> {
+        self.index.func_loc(key)
+    }
+
     /// Gets the function location information for a given function index.
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
         self.index

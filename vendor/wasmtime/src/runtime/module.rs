@@ -151,6 +151,10 @@ struct ModuleInner {
     /// instantiated.
     memory_images: OnceLock<Option<ModuleMemoryImages>>,
 
+    /// wedge patch: text-section offsets of every defined function's
+    /// array-to-wasm trampoline and body, see `Module::func_ref_code_offsets`.
+    func_ref_code_offsets: OnceLock<Box<[(u32, u32)]>>,
+
     /// Flag indicating whether this module can be serialized or not.
     #[cfg(any(feature = "cranelift", feature = "winch"))]
     serializable: bool,
@@ -553,6 +557,7 @@ impl Module {
                 engine: engine.clone(),
                 code,
                 memory_images: OnceLock::new(),
+                func_ref_code_offsets: OnceLock::new(),
                 module,
                 #[cfg(any(feature = "cranelift", feature = "winch"))]
                 serializable,
@@ -639,6 +644,35 @@ impl Module {
             bail!("cannot serialize a module exported from a component");
         }
         Ok(self.engine_code().image().to_vec())
+    }
+
+    /// wedge patch: for each defined function, the text-section offsets of its
+    /// array-to-wasm trampoline (`u32::MAX` when it has none: the function
+    /// never escapes) and of its body, computed once per module. Building a
+    /// `VMFuncRef` otherwise searches the compiled-function index twice, and an
+    /// instance of a dynamically linked module (componentize-py's CPython:
+    /// thousands of imports and element-segment entries) builds thousands.
+    pub(crate) fn func_ref_code_offsets(&self) -> &[(u32, u32)] {
+        self.inner.func_ref_code_offsets.get_or_init(|| {
+            let compiled = self.compiled_module();
+            let module_index = compiled.module().module_index;
+            compiled
+                .module()
+                .defined_func_indices()
+                .map(|def_index| {
+                    let trampoline = compiled
+                        .func_loc_if_present(FuncKey::ArrayToWasmTrampoline(
+                            module_index,
+                            def_index,
+                        ))
+                        .map_or(u32::MAX, |loc| loc.start);
+                    let body = compiled
+                        .func_loc(FuncKey::DefinedWasmFunction(module_index, def_index))
+                        .start;
+                    (trampoline, body)
+                })
+                .collect()
+        })
     }
 
     pub(crate) fn compiled_module(&self) -> &CompiledModule {

@@ -880,19 +880,49 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
-        let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
-        let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
-        // SAFETY: the type/offset/keys here are all valid for the defined
-        // function at `def_index`.
-        unsafe {
-            self.initialize_and_return_funcref(
-                registry,
-                type_index,
-                vmctx_offset,
-                array_to_wasm_key,
-                wasm_key,
+
+        // wedge patch: the code offsets come from the module's table computed
+        // once (`Module::func_ref_code_offsets`) instead of two searches of the
+        // compiled-function index per funcref; the result is the same.
+        let runtime_module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
+        let module_with_code =
+            ModuleWithCode::in_store(registry, runtime_module).expect("module not in store");
+        let (array_offset, wasm_offset) = runtime_module.func_ref_code_offsets()
+            [usize::try_from(def_index.as_u32()).unwrap()];
+        assert_ne!(array_offset, u32::MAX, "escaping function without a trampoline");
+        let text = module_with_code.text();
+        let array_call = VmPtr::from(
+            NonNull::from(&text[usize::try_from(array_offset).unwrap()]).cast(),
+        );
+        let wasm_call = Some(VmPtr::from(
+            NonNull::new(
+                text[usize::try_from(wasm_offset).unwrap()..]
+                    .as_ptr()
+                    .cast::<VMWasmCallFunction>()
+                    .cast_mut(),
             )
+            .unwrap(),
+        ));
+        let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
+
+        // SAFETY: the offset calculated here should be correct with
+        // `self.offsets`
+        let func_ref_ptr = unsafe { self.vmctx_plus_offset_raw::<VMFuncRef>(vmctx_offset) };
+
+        // SAFETY: the `func_ref_ptr` should be valid as it's within our
+        // `VMContext` area.
+        unsafe {
+            func_ref_ptr.write(VMFuncRef {
+                array_call,
+                wasm_call,
+                type_index,
+                vmctx,
+            });
         }
+
+        Some(func_ref_ptr)
     }
 
     fn get_start_func_ref(
