@@ -19,12 +19,14 @@
 //! rusqlite blocks, so every call runs on tokio's blocking pool, on a connection from a small
 //! per-file pool (files are opened on first use and stay open).
 //!
-//! Writers to one file take turns on an in-process lock before they begin. SQLite allows one
-//! writer per file, and a writer that finds the file locked sleeps in SQLite's busy handler
-//! (1, 2, 5, ... 100 ms) rather than waking when the lock is free; under concurrent writes
-//! that turned sub-millisecond commits into p99 latencies of over a second. Queued on the
-//! lock, each writer starts the moment the previous one commits. (The busy timeout stays,
-//! for other processes that open the file.)
+//! Writers to one file take turns on an in-process gate (a one-permit semaphore, as in the
+//! SQL backend) before they reach the blocking pool. SQLite allows one writer per file, and a
+//! writer that finds the file locked sleeps in SQLite's busy handler (1, 2, 5, ... 100 ms)
+//! rather than waking when the lock is free; under concurrent writes that turned
+//! sub-millisecond commits into p99 latencies of over a second. Queued on the gate, each
+//! writer starts the moment the previous one commits. A caller that gives up while queued
+//! (the call's timeout drops its future) leaves the queue and never writes. (The busy timeout
+//! stays, for other processes that open the file.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::Semaphore;
 
 use super::{
     BucketId, KeyPage, KeyValueBackend, KeyValueError, KvFuture, LIST_PAGE_SIZE, parse_counter,
@@ -134,7 +137,7 @@ impl SqliteKeyValue {
                     idle: Mutex::new(Vec::new()),
                     budget: self.idle.clone(),
                     ready: AtomicBool::new(false),
-                    writer: Mutex::new(()),
+                    writer: Arc::new(Semaphore::new(1)),
                 })
             })
             .clone()
@@ -149,11 +152,23 @@ impl SqliteKeyValue {
     {
         let file = self.file(bucket);
         Box::pin(async move {
-            // The caller drops this future when the call's time is up; a write still waiting
-            // for its turn then gives up instead of writing after the guest was told it failed.
-            let abandoned = AbandonOnDrop(Arc::new(AtomicBool::new(false)));
-            let flag = abandoned.0.clone();
-            let task = tokio::task::spawn_blocking(move || file.with_connection(access, &flag, op));
+            // A write waits for its turn here, not on the blocking pool: dropping this future
+            // (the call's timeout) leaves the queue before anything was written. Once the work
+            // is on the blocking pool, the turn goes with it and ends when the work does.
+            let turn =
+                match access {
+                    Access::Write => {
+                        Some(file.writer.clone().acquire_owned().await.map_err(|_| {
+                            bucket.unavailable("the store's writer queue is closed")
+                        })?)
+                    }
+                    Access::Read => None,
+                };
+            let task = tokio::task::spawn_blocking(move || {
+                let result = file.with_connection(op);
+                drop(turn);
+                result
+            });
             match task.await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(OpError::Refused(err))) => Err(err),
@@ -173,17 +188,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sets its flag when dropped: the call it belongs to was abandoned (or is over).
-struct AbandonOnDrop(Arc<AtomicBool>);
-
-impl Drop for AbandonOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
 /// Whether an operation writes to the file (and so takes its turn among the writers).
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
     Read,
     Write,
@@ -234,23 +239,15 @@ struct File {
     budget: Arc<IdleBudget>,
     /// Set once a connection was opened: the file, its directories and its schema exist.
     ready: AtomicBool,
-    /// Held by the one writer at work (see the module docs).
-    writer: Mutex<()>,
+    /// The writers' gate: one permit, held by the one writer at work (see the module docs).
+    writer: Arc<Semaphore>,
 }
 
 impl File {
     fn with_connection<T>(
         &self,
-        access: Access,
-        abandoned: &AtomicBool,
         op: impl FnOnce(&mut Connection) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let _turn = (access == Access::Write).then(|| lock(&self.writer));
-        if abandoned.load(Ordering::Acquire) {
-            return Err(OpError::Io(std::io::Error::other(
-                "the call was abandoned (timed out) before its turn to write",
-            )));
-        }
         let idle = lock(&self.idle).pop();
         let mut conn = match idle {
             Some(conn) => {
@@ -561,16 +558,13 @@ mod tests {
         let (_dir, backend) = backend();
         let id = BucketId::new("acme", "cache").expect("valid names");
         backend.open(&id).await.expect("open");
-        // Another writer holds the file's turn (on a thread of its own, as a blocking task
-        // would) until told to let go.
-        let file = backend.file(&id);
-        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let holder = std::thread::spawn(move || {
-            let _turn = lock(&file.writer);
-            held.0.send(()).expect("test alive");
-            release.1.recv().ok();
-        });
-        held.1.recv().expect("the holder took the turn");
+        // Another writer holds the file's turn until told to let go.
+        let turn = backend
+            .file(&id)
+            .writer
+            .clone()
+            .try_acquire_owned()
+            .expect("nobody else writes");
         // The caller gives up (as KeyValueCtx does at the call's timeout) while the write
         // waits for its turn.
         let waited = tokio::time::timeout(
@@ -582,9 +576,8 @@ mod tests {
             waited.is_err(),
             "the write should still be waiting for its turn"
         );
-        release.0.send(()).expect("holder alive");
-        holder.join().expect("holder");
-        // The abandoned write now gets its turn, sees that nobody waits for it, and stops.
+        drop(turn);
+        // Had the abandoned write stayed queued, it would now take its turn and write.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(backend.get(&id, "late".into()).await.expect("get"), None);
         backend
