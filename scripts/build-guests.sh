@@ -106,24 +106,18 @@ wit_digest() {
     (cd "$LANG_DIR/$1/wit" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
         sha256sum | cut -d' ' -f1
 }
-for lang in js py c; do
-    digest="$(wit_digest "$lang")"
-    printf -v "WIT_${lang}" %s "$digest"
-    if [ "$(cat "$OUT/.$lang-wit" 2>/dev/null || true)" != "$digest" ]; then
-        printf -v "STALE_${lang}" %s 1
-        rm -f "$OUT/.$lang-wit"
-    fi
-done
+declare -A WIT
+for lang in js py c; do WIT[$lang]="$(wit_digest "$lang")"; done
 
 # fresh LANG OUT SOURCES...: was OUT built against LANG's current WIT, and is it newer than
 # every source and this script?
 fresh() {
-    local lang="$1" out="$2" src stale; shift 2
-    stale="STALE_${lang}"
-    [ -z "${!stale:-}" ] && [ -f "$out" ] && [ "$out" -nt "$SELF" ] || return 1
+    local lang="$1" out="$2" src; shift 2
+    [ "$(cat "$OUT/.$lang-wit" 2>/dev/null || true)" = "${WIT[$lang]}" ] || return 1
+    [ -f "$out" ] && [ "$out" -nt "$SELF" ] || return 1
     for src in "$@"; do [ "$out" -nt "$src" ] || return 1; done
 }
-wit_built() { local v="WIT_$1"; echo "${!v}" >"$OUT/.$1-wit"; }
+wit_built() { echo "${WIT[$1]}" >"$OUT/.$1-wit"; }
 
 for name in hello echo json-api fetch orders counter; do
     src="examples/js/$name.js" out="$OUT/js-$name.wasm"

@@ -178,7 +178,7 @@ mod tests {
     }
 
     /// A pooled memory slot is reused by the next instance of the same module, and
-    /// PAGEMAP_SCAN restores only what the last one dirtied. This dirties 64 disjoint
+    /// PAGEMAP_SCAN restores only what the last one dirtied. This dirties 128 disjoint host
     /// pages (more runs than one scan reports, so the reset must rescan) in both the
     /// snapshot part of the memory and the zero part beyond it, and checks that every
     /// next instance sees the original contents, whichever reset path the host has.
