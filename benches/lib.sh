@@ -63,8 +63,17 @@ stop_server() {
     SERVER_PID=""
 }
 
-# A result row: name, label, "ok" or why not, wrk's output file (or empty).
-result_row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$RESULTS"; }
+# A result row: name, label, "ok" or why not, wrk's output file (or empty), and the server's
+# CPU seconds during the measured run (or empty).
+result_row() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" "${5:-}" >>"$RESULTS"; }
+
+# CPU seconds (user + system, all threads) a process has used so far. Fields 14 and 15 of
+# /proc/PID/stat, counted after the command name, which may itself hold spaces.
+cpu_seconds() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo ""; return; }
+    echo "${stat##*) }" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($12 + $13) / hz }'
+}
 
 # bench NAME EXPECTED_BODY LABEL -- COMMAND...   (the literal word PORT is replaced)
 # Starts COMMAND, waits until GET $BENCH_PATH answers 200 with EXPECTED_BODY (any body if
@@ -109,6 +118,10 @@ bench() {
 
     log "$name: up on $base; warm-up ${WARMUP}s, then wrk -t2 -c$CONNS -d${DURATION}s ${wrk_args[*]} $base$path"
     wrk -t2 -c"$CONNS" -d"${WARMUP}s" "${wrk_args[@]}" "$base$path" >/dev/null 2>&1 || true
+    # On a shared, noisy machine req/s moves from run to run; the server's CPU time per
+    # request moves much less, so the report gives both.
+    local cpu_before cpu_used=""
+    cpu_before="$(cpu_seconds "$SERVER_PID")"
     if ! wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${wrk_args[@]}" "$base$path" >"$wrkf" 2>&1; then
         log "$name: wrk failed (see target/bench/$name.wrk)"
         result_row "$name" "$label" "wrk failed (see target/bench/$name.wrk)"
@@ -118,7 +131,10 @@ bench() {
         result_row "$name" "$label" "died under load (see target/bench/$name.log)" "$wrkf"
         status=1
     else
-        result_row "$name" "$label" "ok" "$wrkf"
+        if [ -n "$cpu_before" ]; then
+            cpu_used="$(awk -v a="$cpu_before" -v b="$(cpu_seconds "$SERVER_PID")" 'BEGIN { if (b != "") printf "%.2f", b - a }')"
+        fi
+        result_row "$name" "$label" "ok" "$wrkf" "$cpu_used"
     fi
     stop_server
 }

@@ -6,7 +6,9 @@
 //! Run: `cargo bench -p wedge-gateway --bench instantiate` (after scripts/build-guests.sh).
 //! Options: `ITERATIONS` (default 20000), `GUESTS` (default target/guests),
 //! `FUNCTIONS=LABEL=FILE,...` (files relative to `GUESTS`; default: the Rust and C hellos, and
-//! the JavaScript, Python and C-component hellos of docs/languages.md).
+//! the JavaScript, Python and C-component hellos of docs/languages.md), `COLD_KIB=N` (before
+//! each request, write N KiB of unrelated memory, evicting the caches as the network stack,
+//! the load generator and other tenants do on a busy server; default 0: caches stay warm).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
+    let cold_bytes: usize = std::env::var("COLD_KIB")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
+        << 10;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,7 +107,13 @@ fn main() {
 
         let samples = runtime.block_on(async {
             let mut samples = Vec::with_capacity(iterations);
+            let mut evictor = vec![0u8; cold_bytes];
             for i in 0..iterations + iterations / 10 {
+                // One write per cache line, outside the timed part.
+                for (offset, byte) in evictor.iter_mut().enumerate().step_by(64) {
+                    *byte = byte.wrapping_add(offset as u8);
+                }
+                std::hint::black_box(&evictor);
                 let request = hyper::Request::get("http://localhost/")
                     .header("host", "localhost")
                     .body(Full::new(Bytes::new()))

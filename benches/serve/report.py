@@ -3,6 +3,9 @@
 
 Called by benches/serve/run.sh and benches/state/run.sh with a TSV of results, one line per row:
     name <TAB> label <TAB> "ok" or a failure text <TAB> path of wrk's output (may be empty)
+    <TAB> the server's CPU seconds (user + system) during the measured run (may be empty)
+The server's CPU per request is that over wrk's request count: on a shared machine it moves
+less from run to run than req/s does.
 Each `--ratio NAME=HEADER` adds a column: the row's req/s over row NAME's (default: native and
 wasmtime, the serve benchmark's). `--note TEXT` adds a line under the table.
 Prints the report and writes it to --out.
@@ -90,8 +93,13 @@ def main():
         line = line.rstrip("\n")
         if not line:
             continue
-        name, label, state, wrk_path = (line.split("\t") + [""] * 4)[:4]
-        row = {"name": name, "label": label, "state": state, "data": None}
+        name, label, state, wrk_path, cpu = (line.split("\t") + [""] * 5)[:5]
+        row = {"name": name, "label": label, "state": state, "data": None, "cpu": None}
+        if cpu:
+            try:
+                row["cpu"] = float(cpu)
+            except ValueError:
+                row["state"] = f"unreadable CPU time {cpu!r}"
         if wrk_path:
             try:
                 row["data"] = parse_wrk(wrk_path)
@@ -114,17 +122,24 @@ def main():
     out.append(f"- machine: {machine()}")
     out.append(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
     out.append("")
-    out.append(f"| {args.first_column} | req/s | p50 ms | p99 ms | " + " | ".join(h for _, h in bases) + " |")
-    out.append("| --- | ---: | ---: | ---: |" + " ---: |" * len(bases))
+    out.append(
+        f"| {args.first_column} | req/s | p50 ms | p99 ms | server CPU µs/req | "
+        + " | ".join(h for _, h in bases)
+        + " |"
+    )
+    out.append("| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(bases))
     notes = []
     for r in rows:
         d = r["data"]
         if d is None:
-            out.append(f"| {r['label']} | {r['state']} | | |" + " |" * len(bases))
+            out.append(f"| {r['label']} | {r['state']} | | | |" + " |" * len(bases))
             continue
         rps = d["rps"]
+        cpu = "—"
+        if r["cpu"] is not None and d["requests"]:
+            cpu = f"{r['cpu'] * 1e6 / d['requests']:.1f}"
         out.append(
-            f"| {r['label']} | {rps:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | "
+            f"| {r['label']} | {rps:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | {cpu} | "
             + " | ".join(ratio(rps, base) for base, _ in bases)
             + " |"
         )

