@@ -386,6 +386,57 @@ fn oversized_bodies_and_headers_are_refused() {
     assert!(metrics.contains("reason=\"body_size\"} 2"), "{metrics}");
 }
 
+/// POSTs `body` with `Transfer-Encoding: chunked` (no `Content-Length`, so the size is only
+/// found while reading) and returns the status and the response text.
+fn post_chunked(server: &Server, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(server.address()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(16 << 10) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before it has read all of an oversized body.
+    let _ = stream.write_all(&request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+#[test]
+fn oversized_bodies_without_a_length_are_refused_while_read() {
+    let server = Server::start(APP, &["--max-body-size", "64KiB"]);
+    let big = vec![b'x'; 100 << 10];
+    // An http guest that reads the whole body before answering: wedge answers 413, not the
+    // 400 the guest makes of its failed read.
+    let (status, text) = post_chunked(&server, "/probe/length", &big);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("larger than the limit of 64 KiB"), "{text}");
+    assert!(text.contains("--max-body-size"), "{text}");
+    assert!(text.contains("x-wedge-request-id"), "{text}");
+    // A wagi guest gets its body on stdin, read whole before it starts.
+    let (status, text) = post_chunked(&server, "/wagi/echo", &big);
+    assert_eq!(status, 413, "{text}");
+    // Within the limit, the same requests are served.
+    let (status, text) = post_chunked(&server, "/probe/length", &big[..60 << 10]);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("61440 bytes\n"), "{text}");
+    assert_eq!(post_chunked(&server, "/wagi/echo", &big[..1000]).0, 200);
+}
+
 #[test]
 fn slow_clients_are_cut_off() {
     let server = Server::start(APP, &["--header-timeout", "500ms"]);

@@ -6,6 +6,7 @@
 //! neither sits whole in memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
@@ -169,11 +170,17 @@ impl HttpExecutor {
         store.limiter(|state| &mut state.limiter);
         deadline::apply(&mut store, context.deadline);
 
-        // The body streams into the guest, cut off past the size limit.
+        // The body streams into the guest, cut off past the size limit. A body without a
+        // `Content-Length` can only be found too large while the guest reads it: the guest
+        // sees a read error, and if it has not sent its headers yet, wedge answers 413
+        // instead of whatever the guest makes of that error.
         let max_body = context.max_body_size;
+        let body_too_large = Arc::new(AtomicBool::new(false));
+        let found_too_large = body_too_large.clone();
         let request = request.map(move |body| {
             Limited::new(body, max_body as usize).map_err(move |error| {
                 if error.is::<http_body_util::LengthLimitError>() {
+                    found_too_large.store(true, Ordering::Relaxed);
                     return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
                 }
                 match error.downcast::<hyper::Error>() {
@@ -237,6 +244,9 @@ impl HttpExecutor {
             biased;
             outcome = &mut guest => match receiver.try_recv() {
                 Ok(answer) => Ok(Ok(answer)),
+                Err(_) if body_too_large.load(Ordering::Relaxed) => {
+                    return response::body_too_large(&request_id, max_body);
+                }
                 Err(_) => return failure_response(&function, &request_id, &outcome),
             },
             headers = tokio::time::timeout_at(headers_deadline, &mut receiver) => {
@@ -244,6 +254,9 @@ impl HttpExecutor {
                 headers
             }
         };
+        if body_too_large.load(Ordering::Relaxed) {
+            return response::body_too_large(&request_id, max_body);
+        }
         match headers {
             Ok(Ok(Ok(guest_response))) => {
                 let (parts, body) = guest_response.into_parts();

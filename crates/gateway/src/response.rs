@@ -36,3 +36,15 @@ pub fn error(status: StatusCode, request_id: &str, message: &str) -> Response<Bo
     }
     response
 }
+
+/// 413: the request body is larger than the server's limit (declared or found while reading).
+pub fn body_too_large(request_id: &str, limit: u64) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        request_id,
+        &format!(
+            "the request body is larger than the limit of {}; send a smaller body, or raise `wedge serve --max-body-size`",
+            wedge_engine::units::format_size(limit)
+        ),
+    )
+}

@@ -302,14 +302,7 @@ impl Gateway {
             self.metrics
                 .rejected_body_size
                 .fetch_add(1, Ordering::Relaxed);
-            return response::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                request_id,
-                &format!(
-                    "the request body is larger than the limit of {}",
-                    wedge_engine::units::format_size(self.limits.max_body_size)
-                ),
-            );
+            return response::body_too_large(request_id, self.limits.max_body_size);
         }
 
         let context = RequestContext {

@@ -85,14 +85,7 @@ impl WagiExecutor {
         {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                return response::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    request_id,
-                    &format!(
-                        "the request body is larger than the limit of {}",
-                        wedge_engine::units::format_size(context.max_body_size)
-                    ),
-                );
+                return response::body_too_large(request_id, context.max_body_size);
             }
             Ok(Err(error)) => {
                 return response::error(

@@ -8,6 +8,7 @@
 //! | last segment | response |
 //! | --- | --- |
 //! | `echo` | 200; `x-echo-method: METHOD`, `x-echo-uri: PATH?QUERY`, `x-echo-h-NAME: VALUE` per request header; body = request body, streamed chunk by chunk |
+//! | `length` | reads the whole request body first, then 200 `N bytes\n`; 400 `bad request: ...` if the body cannot be read |
 //! | `counter` | 200; body = value of a static counter after incrementing it (no newline; `1` with a fresh instance per request) |
 //! | `trap` | executes `unreachable` before any response |
 //! | `loop` | spins forever |
@@ -52,6 +53,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
         let probe = path.rsplit('/').next().unwrap_or("");
         match probe {
             "echo" => echo(request, &uri, out),
+            "length" => length(request, out),
             "counter" => {
                 let n = COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
                 respond(out, 200, n.to_string().as_bytes())
@@ -176,6 +178,27 @@ fn echo(request: IncomingRequest, uri: &str, out: ResponseOutparam) {
     } // the input stream must be dropped before the body is finished
     drop(IncomingBody::finish(incoming));
     finish(body, stream);
+}
+
+/// Counts the request body before answering, so a failed read can still change the status.
+fn length(request: IncomingRequest, out: ResponseOutparam) {
+    let incoming = request.consume().expect("body consumed once");
+    let mut total: u64 = 0;
+    let read = {
+        let input = incoming.stream().expect("stream taken once");
+        loop {
+            match input.blocking_read(CHUNK as u64) {
+                Ok(chunk) => total += chunk.len() as u64,
+                Err(StreamError::Closed) => break Ok(()),
+                Err(StreamError::LastOperationFailed(e)) => break Err(e.to_debug_string()),
+            }
+        }
+    }; // the input stream must be dropped before the body is finished
+    drop(IncomingBody::finish(incoming));
+    match read {
+        Ok(()) => respond(out, 200, format!("{total} bytes\n").as_bytes()),
+        Err(e) => bad_request(out, &format!("reading the body: {e}")),
+    }
 }
 
 fn spin() -> ! {
