@@ -250,7 +250,8 @@ fn failing_functions_are_answered_while_a_healthy_one_serves_under_load() {
     // Each error response's request id is in the log, with the guest's own stderr.
     let hog = get(&server.url("/probe/hog"));
     let id = hog.header("x-wedge-request-id").unwrap().to_string();
-    let log = server.wait_for_log("memory allocation");
+    server.wait_for_log("memory allocation");
+    let log = server.wait_for_line(|l| l.contains(&id) && l.contains("status=500"));
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
     assert!(
         lines

@@ -130,15 +130,22 @@ impl Server {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Waits (bounded) until the log contains `needle`.
+    /// Waits (bounded) until the log contains `needle`. (`wedge serve` writes its log from a
+    /// thread of its own, a few milliseconds after the fact: a response can arrive before its
+    /// log line.)
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_line(|line| line.contains(needle))
+    }
+
+    /// Waits (bounded) until a line of the log satisfies `wanted`; returns the whole log.
+    pub fn wait_for_line(&self, wanted: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         loop {
             let log = self.stderr();
-            if log.contains(needle) || started.elapsed() > Duration::from_secs(10) {
+            if log.lines().any(&wanted) || started.elapsed() > Duration::from_secs(10) {
                 return log;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -8,6 +8,7 @@ mod deploy;
 mod exit;
 mod functions;
 mod input;
+mod log_queue;
 mod logs;
 mod new;
 mod run;
@@ -76,6 +77,8 @@ fn main() -> std::process::ExitCode {
         Command::Functions(args) => functions::functions(args).map(|()| 0),
         Command::Logs(args) => logs::logs(args).map(|()| 0),
     };
+    // Queued log lines come out before a failure's message, and before the process exits.
+    log_queue::flush_and_stop();
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(failure) => report(failure),
@@ -88,25 +91,30 @@ fn report(failure: Failure) -> std::process::ExitCode {
 }
 
 /// Logging costs start-up time, so `run` and `compile` set it up only when asked for with
-/// `RUST_LOG`; `serve` logs at info unless `RUST_LOG` says otherwise.
-fn init_logging(default_on: bool) {
+/// `RUST_LOG`; `serve` logs at info unless `RUST_LOG` says otherwise, through a queue to a
+/// writer thread (a line per request; see log_queue.rs).
+fn init_logging(serving: bool) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(filter) => filter,
-        Err(_) if default_on => "info".to_string(),
+        Err(_) if serving => "info".to_string(),
         Err(_) => return,
     };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logging = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // Without a writer thread (none could be started), lines are written where they happen.
+    match serving.then(log_queue::start) {
+        Some(Ok(queue)) => logging.with_writer(queue).init(),
+        _ => logging.with_writer(std::io::stderr).init(),
+    }
 }
 
 /// A panic is a wedge bug: say so in one paragraph and exit with the internal-error status,
 /// instead of a Rust backtrace.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        log_queue::flush_and_stop();
         eprintln!("wedge: internal error (this is a bug in wedge, please report it): {info}");
         std::process::exit(i32::from(Status::Internal.code()));
     }));
