@@ -271,6 +271,42 @@ fn tenants_never_share_a_store_on_redis() {
     tenants_never_share_a_store(Backend::Servers);
 }
 
+#[test]
+fn an_embedded_database_stops_growing_at_its_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = runtime_config(
+        dir.path(),
+        Backend::Embedded,
+        &[],
+        &[],
+        "[sql_database.small]\nmax_size = \"128KiB\"\n",
+    );
+    let manifest = state_function("state", "/s", &[], &["small"]);
+    let server = Server::start(&manifest, &["--runtime-config", config.to_str().unwrap()]);
+    let sql = |params: &str| server.url(&format!("/s/sql?db=small{params}"));
+    ok(post(&sql(""), b"CREATE TABLE t (b BLOB)"));
+    let blob = format!("&p=b:{}", "ab".repeat(4 << 10));
+    let mut stored = 0;
+    let error = loop {
+        let reply = post(&sql(&blob), b"INSERT INTO t VALUES (?)");
+        if reply.status != 200 {
+            break guest_error(reply);
+        }
+        stored += 1;
+        assert!(stored < 64, "128 KiB holds fewer than 64 rows of 4 KiB");
+    };
+    assert!(
+        error.contains("limit-exceeded") && error.contains("is full") && error.contains("128 KiB"),
+        "{error}"
+    );
+    // Every acknowledged row is there, and reads still work.
+    let count = ok(post(&sql(""), b"SELECT COUNT(*) FROM t"));
+    assert!(
+        count.contains(&stored.to_string()),
+        "{count} (stored {stored})"
+    );
+}
+
 fn sql_works_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let database = unique("main");

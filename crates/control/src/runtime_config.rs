@@ -70,6 +70,7 @@ struct RawDatabase {
     pool_size: Option<i64>,
     max_result_size: Option<String>,
     timeout: Option<String>,
+    max_size: Option<String>,
 }
 
 /// What is wrong with a runtime config; the message names the file, table and key.
@@ -280,6 +281,11 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
                 &["mysql://"],
                 "mysql://user:password@127.0.0.1:3306/orders",
             )?;
+            if raw.max_size.is_some() {
+                return Err(
+                    "key `max_size`: a mysql database is sized by its server; remove the key (it limits embedded SQLite files only)".into(),
+                );
+            }
             Backend::Mysql {
                 url,
                 pool_size: pool_size(raw.pool_size)?,
@@ -298,6 +304,7 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
             defaults.max_result_size,
         )?,
         timeout: duration_key("timeout", raw.timeout, defaults.timeout)?,
+        max_size: size_key("max_size", raw.max_size, defaults.max_size as usize)? as u64,
     };
     Ok(DatabaseConfig { backend, limits })
 }
@@ -428,6 +435,9 @@ mod tests {
         assert_eq!(config.stores["default"].backend, Backend::Sqlite);
         assert_eq!(config.stores["default"].limits.max_key_size, 100);
         assert_eq!(config.databases["orders"].limits.max_result_size, 1 << 20);
+        assert_eq!(config.databases["orders"].limits.max_size, 1 << 30);
+        let config = RuntimeConfig::parse("[sql_database.small]\nmax_size = \"64MiB\"\n").unwrap();
+        assert_eq!(config.databases["small"].limits.max_size, 64 << 20);
     }
 
     fn error_of(text: &str) -> String {
@@ -463,6 +473,12 @@ mod tests {
         let e =
             error_of("[sql_database.o]\ntype = \"mysql\"\nurl = \"mysql://h/d\"\npool_size = 0\n");
         assert!(e.contains("key `pool_size`"), "{e}");
+        let e = error_of(
+            "[sql_database.o]\ntype = \"mysql\"\nurl = \"mysql://h/d\"\nmax_size = \"1GiB\"\n",
+        );
+        assert!(e.contains("key `max_size`") && e.contains("server"), "{e}");
+        let e = error_of("[sql_database.o]\nmax_size = \"0\"\n");
+        assert!(e.contains("key `max_size`"), "{e}");
         let e = error_of("[sql_database.Bad]\n");
         assert!(
             e.contains("[sql_database.Bad]") && e.contains("not a valid"),

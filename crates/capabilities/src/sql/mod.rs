@@ -106,6 +106,10 @@ pub struct SqlLimits {
     pub max_result_size: usize,
     /// The longest one call may take (it is cut shorter near the request's deadline).
     pub timeout: Duration,
+    /// The largest an embedded (SQLite) database may grow, in bytes: a statement that would
+    /// grow it further fails with `limit-exceeded`. A server's databases are sized by the
+    /// server.
+    pub max_size: u64,
 }
 
 impl Default for SqlLimits {
@@ -113,6 +117,7 @@ impl Default for SqlLimits {
         SqlLimits {
             max_result_size: 16 * 1024 * 1024,
             timeout: Duration::from_secs(5),
+            max_size: 1 << 30,
         }
     }
 }
@@ -262,6 +267,7 @@ pub struct CallLimits {
     /// `deadline - start`, for messages.
     pub timeout: Duration,
     pub max_result_size: usize,
+    pub max_size: u64,
 }
 
 impl CallLimits {
@@ -304,6 +310,12 @@ pub trait SqlConnection: Send + 'static {
     /// failed with `unavailable`): it may be mid-statement, so it is closed, which rolls back
     /// its transaction. The next call uses a new one.
     fn discard(&mut self);
+    /// After a call failed inside a transaction: whether the backend still has the
+    /// transaction open. SQLite rolls a whole transaction back on its own after some failures
+    /// (a file that reached its size limit); a backend that cannot tell says `true`.
+    fn still_in_transaction(&self) -> bool {
+        true
+    }
 }
 
 struct Served {
@@ -438,6 +450,7 @@ fn call_limits(
         deadline: now + timeout,
         timeout,
         max_result_size: limits.max_result_size,
+        max_size: limits.max_size,
     })
 }
 
@@ -460,7 +473,8 @@ async fn bounded<T>(
 enum Transaction {
     None,
     Open,
-    /// Rolled back by the host after a failure; the guest has not called `rollback` yet.
+    /// Rolled back after a failure, by the host or by the backend; the guest has not called
+    /// `rollback` yet.
     Aborted,
 }
 
@@ -504,6 +518,9 @@ impl SqlConnectionHandle {
         };
         if let Err(error) = &result {
             self.after_error(error);
+            if self.transaction == Transaction::Open && !self.conn.still_in_transaction() {
+                self.transaction = Transaction::Aborted;
+            }
         }
         result
     }

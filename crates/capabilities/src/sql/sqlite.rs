@@ -17,6 +17,9 @@
 //!   attaches a database internally, so `VACUUM` and `VACUUM INTO 'file'` are refused too;
 //! - extension loading stays off (rusqlite is built without it), `SQLITE_DBCONFIG_DEFENSIVE` is
 //!   on (no writable schema, no raw page access) and `SQLITE_DBCONFIG_TRUSTED_SCHEMA` off;
+//! - the file may not grow past the database's size limit ([`super::SqlLimits::max_size`],
+//!   SQLite's `max_page_count`): a statement that would grow it fails with `limit-exceeded`
+//!   and changes nothing; deleting rows makes room again;
 //! - no string or blob may be longer than the database's result size limit
 //!   (`SQLITE_LIMIT_LENGTH`), so one statement cannot make the host allocate a gigabyte;
 //! - the file is opened without URI names, so no file name given by a guest is ever read
@@ -61,6 +64,16 @@ use super::{
     CallLimits, QueryResult, ResultBudget, SqlBackend, SqlConnection, SqlError, SqlFuture,
     SqlValue, validate_name,
 };
+
+/// How far short of its page limit a file may stop when a statement that needs more pages
+/// than are left is refused (a B-tree split takes a few at once).
+const FULL_MARGIN_PAGES: i64 = 16;
+
+/// What a write-ahead log file is truncated to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
+
+/// The most pages a SQLite file may have.
+const SQLITE_MAX_PAGE_COUNT: u64 = 0xffff_fffe;
 
 /// Idle connections kept per file.
 pub const IDLE_PER_FILE: usize = 4;
@@ -271,6 +284,8 @@ struct AuthState {
 struct Sandboxed {
     conn: Connection,
     auth: Arc<AuthState>,
+    /// The file's size limit, in pages (SQLite's `max_page_count`).
+    max_pages: i64,
 }
 
 impl Sandboxed {
@@ -300,6 +315,17 @@ impl Sandboxed {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The size limit holds per connection, so every connection sets it. SQLite keeps
+        // it at least the file's current size: a file already larger (the limit was lowered)
+        // can still be read, updated in place and shrunk, not grown.
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let max_pages = limits.max_size / page_size.max(512) as u64;
+        let max_pages = i64::try_from(max_pages.clamp(1, SQLITE_MAX_PAGE_COUNT)).unwrap_or(1);
+        let max_pages: i64 =
+            conn.pragma_update_and_check(None, "max_page_count", max_pages, |row| row.get(0))?;
+        // The write-ahead log is emptied at each checkpoint but its file keeps its largest
+        // size unless told otherwise: truncate it, so the disk holds little beyond the limit.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
@@ -320,7 +346,11 @@ impl Sandboxed {
                 }
             }
         }))?;
-        Ok(Sandboxed { conn, auth })
+        Ok(Sandboxed {
+            conn,
+            auth,
+            max_pages,
+        })
     }
 
     /// Bounds the next statements by `limits`.
@@ -350,7 +380,34 @@ impl Sandboxed {
         self.auth.host.store(true, Ordering::SeqCst);
         let result = self.conn.execute_batch(sql);
         self.auth.host.store(false, Ordering::SeqCst);
-        result.map_err(|e| map_error(e, database, None))
+        result.map_err(|e| self.full_or(e, database, None, limits))
+    }
+
+    /// Maps `error` to the guest's error, telling a file that reached its size limit
+    /// (`limit-exceeded`) from a disk that is full (`unavailable`, and logged).
+    fn full_or(
+        &self,
+        error: rusqlite::Error,
+        database: &str,
+        denial: Option<String>,
+        limits: CallLimits,
+    ) -> SqlError {
+        if error.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+            self.auth.host.store(true, Ordering::SeqCst);
+            let pages: rusqlite::Result<i64> =
+                self.conn
+                    .pragma_query_value(None, "page_count", |row| row.get(0));
+            self.auth.host.store(false, Ordering::SeqCst);
+            // A statement is refused when it needs pages past the limit, so the file can
+            // stop a few pages short of it.
+            if pages.is_ok_and(|pages| pages + FULL_MARGIN_PAGES >= self.max_pages) {
+                return SqlError::LimitExceeded(format!(
+                    "database `{database}` is full: it has reached its size limit of {} (`max_size` in the runtime config); delete rows to make room, or ask the operator for a larger limit",
+                    wedge_engine::units::format_size(limits.max_size)
+                ));
+            }
+        }
+        map_error(error, database, denial)
     }
 
     /// Runs one guest statement.
@@ -404,7 +461,12 @@ impl Sandboxed {
                 let row = match cursor.next() {
                     Ok(Some(row)) => row,
                     Ok(None) => break,
-                    Err(e) => return Err(map_error(e, database, denial(&self.auth))),
+                    Err(e) => {
+                        let denial = denial(&self.auth);
+                        drop(cursor);
+                        drop(stmt);
+                        return Err(self.full_or(e, database, denial, limits));
+                    }
                 };
                 let mut values = Vec::with_capacity(width);
                 for i in 0..width {
@@ -664,6 +726,10 @@ impl SqlConnection for SqliteConnection {
             close(conn);
         }
         self.turn = None;
+    }
+
+    fn still_in_transaction(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.conn.is_autocommit())
     }
 }
 

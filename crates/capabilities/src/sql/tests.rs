@@ -526,6 +526,97 @@ async fn sqlite_result_size_is_limited() {
     }
 }
 
+/// Inserts rows of 8 KiB into `t` until a statement fails: how many went in, and the error.
+async fn fill(guest: &mut Guest, conn: &Conn) -> (i64, wit::Error) {
+    let mut stored = 0;
+    loop {
+        let row = vec![Value::Blob(vec![7; 8 << 10])];
+        match guest.exec(conn, "INSERT INTO t (b) VALUES (?)", row).await {
+            Ok(_) => stored += 1,
+            Err(error) => return (stored, error),
+        }
+        assert!(stored < 100, "256 KiB holds fewer than 100 rows of 8 KiB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_files_do_not_grow_past_their_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = SqlLimits {
+        max_size: 256 << 10,
+        ..SqlLimits::default()
+    };
+    let databases = sqlite_databases(dir.path(), limits.clone());
+    let mut guest = Guest::new(&databases, "app", &["db"]);
+    let conn = guest.open("db").await.unwrap();
+    guest
+        .ok(
+            &conn,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)",
+            vec![],
+        )
+        .await;
+    let row = || vec![Value::Blob(vec![7; 8 << 10])];
+    let (stored, full) = fill(&mut guest, &conn).await;
+    match full {
+        wit::Error::LimitExceeded(m) => assert!(
+            m.contains("database `db` is full") && m.contains("256 KiB") && m.contains("max_size"),
+            "{m}"
+        ),
+        other => panic!("expected limit-exceeded, got {other:?}"),
+    }
+    assert!(stored > 10, "only {stored} rows fit");
+    // The refused insert changed nothing; every acknowledged row is there.
+    assert_eq!(guest.count(&conn, "SELECT COUNT(*) FROM t").await, stored);
+    let file = dir.path().join("app/sql/db.db");
+    assert!(std::fs::metadata(&file).unwrap().len() <= 256 << 10);
+
+    // Deleting rows makes room again.
+    guest
+        .ok(&conn, "DELETE FROM t WHERE id % 2 = 0", vec![])
+        .await;
+    let left = guest.count(&conn, "SELECT COUNT(*) FROM t").await;
+    guest.ok(&conn, "INSERT INTO t (b) VALUES (?)", row()).await;
+    let left = left + 1;
+
+    // In a transaction: SQLite may roll the whole transaction back when the file is full.
+    // The guest is told so at its next call, and never finds half of it kept.
+    guest.begin(&conn).await.unwrap();
+    let mut added = 0;
+    while guest
+        .exec(&conn, "INSERT INTO t (b) VALUES (?)", row())
+        .await
+        .is_ok()
+    {
+        added += 1;
+        assert!(added < 100);
+    }
+    assert!(added > 0, "deleted rows made room");
+    match guest.commit(&conn).await {
+        Ok(()) => assert_eq!(
+            guest.count(&conn, "SELECT COUNT(*) FROM t").await,
+            left + added
+        ),
+        Err(wit::Error::Unavailable(m)) => {
+            assert!(m.contains("rolled back"), "{m}");
+            assert_eq!(guest.count(&conn, "SELECT COUNT(*) FROM t").await, left);
+        }
+        Err(other) => panic!("commit after a full file: {other:?}"),
+    }
+    // Either way the connection is usable, outside a transaction.
+    guest.begin(&conn).await.unwrap();
+    guest.rollback(&conn).await.unwrap();
+
+    // A new server's connections keep the limit.
+    let databases = sqlite_databases(dir.path(), limits);
+    let mut guest = Guest::new(&databases, "app", &["db"]);
+    let conn = guest.open("db").await.unwrap();
+    let (_, full) = fill(&mut guest, &conn).await;
+    assert!(matches!(full, wit::Error::LimitExceeded(_)), "{full:?}");
+    drop(guest);
+    assert!(std::fs::metadata(&file).unwrap().len() <= 256 << 10);
+}
+
 const FOREVER: &str =
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n";
 
