@@ -438,6 +438,32 @@ fn oversized_bodies_without_a_length_are_refused_while_read() {
     assert_eq!(post_chunked(&server, "/wagi/echo", &big[..1000]).0, 200);
 }
 
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in\n{limits}"));
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    (
+        numbers.next().unwrap().to_string(),
+        numbers.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    // Started with a soft limit of 256 (the hard limit left as it is), as a shell with
+    // `ulimit -Sn 256` would start it.
+    let server = Server::try_start_wrapped(APP, &[], &[], &["prlimit", "--nofile=256:"])
+        .unwrap_or_else(|(code, stderr)| panic!("wedge serve did not start ({code:?}):\n{stderr}"));
+    let (soft, hard) = open_file_limits(server.pid());
+    assert_eq!(soft, hard, "soft limit {soft}, hard limit {hard}");
+    assert_ne!(soft, "256");
+    assert_eq!(get(&server.url("/hello")).status, 200);
+}
+
 #[test]
 fn slow_clients_are_cut_off() {
     let server = Server::start(APP, &["--header-timeout", "500ms"]);

@@ -51,6 +51,17 @@ impl Server {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, (Option<i32>, String)> {
+        Self::try_start_wrapped(manifest, flags, env, &[])
+    }
+
+    /// Like `try_start_with_env`, with wedge started by `wrapper` (a program and its
+    /// arguments, e.g. `prlimit --nofile=256:`), which is handed wedge's command line.
+    pub fn try_start_wrapped(
+        manifest: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Server, (Option<i32>, String)> {
         let dir = tempfile::tempdir().expect("temp dir");
         let manifest = manifest
             .replace("{guests}", &super::guest_dir().display().to_string())
@@ -62,7 +73,16 @@ impl Server {
         std::fs::write(&manifest_path, manifest).expect("write manifest");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wedge"))
+        let wedge = env!("CARGO_BIN_EXE_wedge");
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(wedge);
+                command
+            }
+            None => Command::new(wedge),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--app")
             .arg(&manifest_path)

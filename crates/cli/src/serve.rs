@@ -75,6 +75,34 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     units::parse_duration(text).map_err(|error| error.to_string())
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs and most servers do.
+/// Every client connection is a file descriptor, and so is each embedded store's and
+/// database's idle connection (three apiece: the file, its WAL, its shared memory); the usual
+/// soft limit of 1,024 runs out long before a node hosting thousands of functions does.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), maximum) = (limit.current, limit.maximum) else {
+        return; // already unlimited
+    };
+    let wanted = maximum.unwrap_or(u64::MAX);
+    if wanted <= current {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: maximum,
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(from = current, to = wanted, "raised the open-file limit"),
+        Err(error) => tracing::warn!(
+            %error,
+            current,
+            "cannot raise the open-file limit; with many clients or stores, raise it with `ulimit -n`"
+        ),
+    }
+}
+
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.max_concurrency == 0 {
         return Err(Failure::new(
@@ -196,6 +224,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             })?;
         functions.push(Arc::new(function));
     }
+
+    raise_open_file_limit();
 
     // Thread per core: each worker runs a single-threaded runtime and accepts on its own
     // handle of the one listening socket. A request, its guest task and its response body
