@@ -272,16 +272,16 @@ fn tenants_never_share_a_store_on_redis() {
 }
 
 #[test]
-fn an_embedded_database_stops_growing_at_its_max_size() {
+fn embedded_stores_and_databases_stop_growing_at_their_max_size() {
     let dir = tempfile::tempdir().unwrap();
     let config = runtime_config(
         dir.path(),
         Backend::Embedded,
         &[],
         &[],
-        "[sql_database.small]\nmax_size = \"128KiB\"\n",
+        "[sql_database.small]\nmax_size = \"128KiB\"\n[key_value_store.tiny]\nmax_size = \"128KiB\"\n",
     );
-    let manifest = state_function("state", "/s", &[], &["small"]);
+    let manifest = state_function("state", "/s", &["tiny", "roomy"], &["small"]);
     let server = Server::start(&manifest, &["--runtime-config", config.to_str().unwrap()]);
     let sql = |params: &str| server.url(&format!("/s/sql?db=small{params}"));
     ok(post(&sql(""), b"CREATE TABLE t (b BLOB)"));
@@ -305,6 +305,33 @@ fn an_embedded_database_stops_growing_at_its_max_size() {
         count.contains(&stored.to_string()),
         "{count} (stored {stored})"
     );
+
+    // A key-value store with its own limit; another store keeps the default (1 GiB).
+    let value = vec![b'v'; 8 << 10];
+    let set = |store: &str, key: usize| {
+        post(
+            &server.url(&format!("/s/kv-set?store={store}&key=k{key}")),
+            &value,
+        )
+    };
+    let mut stored = 0;
+    let error = loop {
+        let reply = set("tiny", stored);
+        if reply.status != 200 {
+            break guest_error(reply);
+        }
+        stored += 1;
+        assert!(stored < 32, "128 KiB holds fewer than 32 values of 8 KiB");
+    };
+    assert!(
+        error.contains("`tiny` is full") && error.contains("128 KiB"),
+        "{error}"
+    );
+    let last = server.url(&format!("/s/kv-get?store=tiny&key=k{}", stored - 1));
+    assert_eq!(ok(get(&last)).len(), 8 << 10);
+    for key in 0..stored + 4 {
+        assert_eq!(ok(set("roomy", key)), "ok");
+    }
 }
 
 fn sql_works_on(backend: Backend) {

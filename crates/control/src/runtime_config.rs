@@ -59,6 +59,7 @@ struct RawStore {
     max_value_size: Option<String>,
     max_keys: Option<i64>,
     timeout: Option<String>,
+    max_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +173,15 @@ impl RuntimeConfig {
         let mut key_value = KeyValueStores::new(sqlite_kv.clone(), KeyValueLimits::default());
         for (name, store) in &self.stores {
             let backend: Arc<dyn KeyValueBackend> = match &store.backend {
-                Backend::Sqlite => sqlite_kv.clone(),
+                Backend::Sqlite if store.limits.max_size == KeyValueLimits::default().max_size => {
+                    sqlite_kv.clone()
+                }
+                // The embedded backend applies its size limit to every file it opens: a
+                // store with another limit gets a backend of its own (its files are its own).
+                Backend::Sqlite => Arc::new(
+                    SqliteKeyValue::new(state_dir.to_path_buf())
+                        .with_max_size(store.limits.max_size),
+                ),
                 Backend::Redis { url, pool_size } => {
                     on_backend_runtime(RedisKeyValue::new(url, *pool_size).map_err(|error| {
                         invalid(format!("[key_value_store.{name}]: key `url`: {error}"))
@@ -235,6 +244,7 @@ fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
             Backend::Sqlite
         }
         Some("redis") => {
+            refuse_max_size("redis", raw.max_size.as_deref())?;
             let url = server_url(
                 raw.url,
                 &["redis://", "redis+unix://", "unix://"],
@@ -264,6 +274,7 @@ fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
             Some(n) => return Err(format!("key `max_keys`: {n} must be 1 or more")),
         },
         timeout: duration_key("timeout", raw.timeout, defaults.timeout)?,
+        max_size: max_size_key(raw.max_size, defaults.max_size)?,
     };
     Ok(StoreConfig { backend, limits })
 }
@@ -281,11 +292,7 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
                 &["mysql://"],
                 "mysql://user:password@127.0.0.1:3306/orders",
             )?;
-            if raw.max_size.is_some() {
-                return Err(
-                    "key `max_size`: a mysql database is sized by its server; remove the key (it limits embedded SQLite files only)".into(),
-                );
-            }
+            refuse_max_size("mysql", raw.max_size.as_deref())?;
             Backend::Mysql {
                 url,
                 pool_size: pool_size(raw.pool_size)?,
@@ -304,9 +311,36 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
             defaults.max_result_size,
         )?,
         timeout: duration_key("timeout", raw.timeout, defaults.timeout)?,
-        max_size: size_key("max_size", raw.max_size, defaults.max_size as usize)? as u64,
+        max_size: max_size_key(raw.max_size, defaults.max_size)?,
     };
     Ok(DatabaseConfig { backend, limits })
+}
+
+/// The smallest `max_size`: an embedded file needs a few pages for its schema.
+const MIN_MAX_SIZE: u64 = 64 << 10;
+
+fn max_size_key(value: Option<String>, default: u64) -> Result<u64, String> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let size = units::parse_size(&text).map_err(|e| format!("key `max_size`: {e}"))?;
+    if size < MIN_MAX_SIZE {
+        return Err(format!(
+            "key `max_size`: {text} is too small; an embedded file needs at least {}",
+            units::format_size(MIN_MAX_SIZE)
+        ));
+    }
+    Ok(size)
+}
+
+/// `max_size` limits the embedded SQLite files only.
+fn refuse_max_size(kind: &str, value: Option<&str>) -> Result<(), String> {
+    match value {
+        Some(_) => Err(format!(
+            "key `max_size`: a {kind} server sizes its own data; remove the key (it limits embedded SQLite files only)"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn refuse_server_keys(kind: &str, url: Option<&str>, pool: Option<i64>) -> Result<(), String> {
@@ -436,8 +470,13 @@ mod tests {
         assert_eq!(config.stores["default"].limits.max_key_size, 100);
         assert_eq!(config.databases["orders"].limits.max_result_size, 1 << 20);
         assert_eq!(config.databases["orders"].limits.max_size, 1 << 30);
-        let config = RuntimeConfig::parse("[sql_database.small]\nmax_size = \"64MiB\"\n").unwrap();
+        let config = RuntimeConfig::parse(
+            "[sql_database.small]\nmax_size = \"64MiB\"\n[key_value_store.small]\nmax_size = \"2MiB\"\n",
+        )
+        .unwrap();
         assert_eq!(config.databases["small"].limits.max_size, 64 << 20);
+        assert_eq!(config.stores["small"].limits.max_size, 2 << 20);
+        assert_eq!(KeyValueLimits::default().max_size, 1 << 30);
     }
 
     fn error_of(text: &str) -> String {
@@ -479,6 +518,12 @@ mod tests {
         assert!(e.contains("key `max_size`") && e.contains("server"), "{e}");
         let e = error_of("[sql_database.o]\nmax_size = \"0\"\n");
         assert!(e.contains("key `max_size`"), "{e}");
+        let e = error_of("[key_value_store.a]\nmax_size = \"4KiB\"\n");
+        assert!(e.contains("key `max_size`") && e.contains("64 KiB"), "{e}");
+        let e = error_of(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\nmax_size = \"1GiB\"\n",
+        );
+        assert!(e.contains("key `max_size`") && e.contains("redis"), "{e}");
         let e = error_of("[sql_database.Bad]\n");
         assert!(
             e.contains("[sql_database.Bad]") && e.contains("not a valid"),

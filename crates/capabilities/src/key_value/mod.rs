@@ -83,6 +83,9 @@ pub struct KeyValueLimits {
     pub max_keys: u64,
     /// The longest one call may take (the request's deadline may cut it shorter).
     pub timeout: Duration,
+    /// The largest an embedded (SQLite) store's file may grow, in bytes. The embedded backend
+    /// is built with it ([`sqlite::SqliteKeyValue::with_max_size`]); a server sizes its own.
+    pub max_size: u64,
 }
 
 impl Default for KeyValueLimits {
@@ -92,6 +95,7 @@ impl Default for KeyValueLimits {
             max_value_size: 1024 * 1024,
             max_keys: 100_000,
             timeout: Duration::from_secs(2),
+            max_size: sqlite::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -119,6 +123,11 @@ pub enum KeyValueError {
         "key-value store `{store}` is full: it holds max_keys ({max_keys}) keys, so no new key can be added"
     )]
     TooManyKeys { store: String, max_keys: u64 },
+    #[error(
+        "key-value store `{store}` is full: it has reached its size limit of {} (`max_size` in the runtime config), so nothing more can be written; delete keys to make room",
+        wedge_engine::units::format_size(*max_size)
+    )]
+    StoreTooLarge { store: String, max_size: u64 },
     #[error(
         "the value of `{key}` is not a decimal number between 0 and 18446744073709551615, so it cannot be incremented"
     )]

@@ -49,6 +49,14 @@ pub const DEFAULT_POOL_SIZE: usize = 4;
 /// the database, its WAL and its shared-memory index).
 pub const DEFAULT_MAX_IDLE: usize = 256;
 
+/// How large a store's file may grow unless told otherwise ([`SqliteKeyValue::with_max_size`]).
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+/// What a write-ahead log file is truncated to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
+/// How far short of its page limit a file may stop when a write needs more pages than are
+/// left (a B-tree split takes a few at once).
+const FULL_MARGIN_PAGES: i64 = 16;
+
 /// The schema, created on a file's first open (`user_version` 0 → 1).
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (
@@ -75,6 +83,7 @@ pub struct SqliteKeyValue {
     dir: PathBuf,
     busy_timeout: Duration,
     pool_size: usize,
+    max_size: u64,
     files: Mutex<HashMap<BucketId, Arc<File>>>,
     idle: Arc<IdleBudget>,
 }
@@ -87,6 +96,7 @@ impl SqliteKeyValue {
             dir,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
+            max_size: DEFAULT_MAX_SIZE,
             files: Mutex::new(HashMap::new()),
             idle: Arc::new(IdleBudget {
                 max: DEFAULT_MAX_IDLE,
@@ -104,6 +114,15 @@ impl SqliteKeyValue {
     /// How many idle connections per file are kept (at least 1).
     pub fn with_pool_size(mut self, pool_size: usize) -> Self {
         self.pool_size = pool_size.max(1);
+        self
+    }
+
+    /// How large each store's file may grow, in bytes (SQLite's `max_page_count`, set on
+    /// every connection). A write that would grow it further fails with
+    /// [`KeyValueError::StoreTooLarge`] and writes nothing; deleting keys makes room. A file
+    /// already larger stays readable and shrinkable.
+    pub fn with_max_size(mut self, max_size: u64) -> Self {
+        self.max_size = max_size;
         self
     }
 
@@ -134,6 +153,7 @@ impl SqliteKeyValue {
                     path: self.path(bucket),
                     busy_timeout: self.busy_timeout,
                     pool_size: self.pool_size,
+                    max_size: self.max_size,
                     idle: Mutex::new(Vec::new()),
                     budget: self.idle.clone(),
                     ready: AtomicBool::new(false),
@@ -172,6 +192,10 @@ impl SqliteKeyValue {
             match task.await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(OpError::Refused(err))) => Err(err),
+                Ok(Err(OpError::Full { max_size })) => Err(KeyValueError::StoreTooLarge {
+                    store: bucket.store().to_string(),
+                    max_size,
+                }),
                 Ok(Err(OpError::Sqlite(err))) => Err(bucket.unavailable(err)),
                 Ok(Err(OpError::Io(err))) => Err(bucket.unavailable(err)),
                 Err(err) => Err(bucket.unavailable(format_args!("the SQLite task failed: {err}"))),
@@ -194,9 +218,11 @@ enum Access {
     Write,
 }
 
-/// Why an operation failed: the request was refused, or SQLite / the file system failed.
+/// Why an operation failed: the request was refused, the file reached its size limit, or
+/// SQLite / the file system failed.
 enum OpError {
     Refused(KeyValueError),
+    Full { max_size: u64 },
     Sqlite(rusqlite::Error),
     Io(std::io::Error),
 }
@@ -235,6 +261,7 @@ struct File {
     path: PathBuf,
     busy_timeout: Duration,
     pool_size: usize,
+    max_size: u64,
     idle: Mutex<Vec<Connection>>,
     budget: Arc<IdleBudget>,
     /// Set once a connection was opened: the file, its directories and its schema exist.
@@ -256,7 +283,14 @@ impl File {
             }
             None => self.connect()?,
         };
-        let result = op(&mut conn);
+        let result = match op(&mut conn) {
+            Err(OpError::Sqlite(error)) if self.at_size_limit(&conn, &error) => {
+                Err(OpError::Full {
+                    max_size: self.max_size,
+                })
+            }
+            other => other,
+        };
         // A connection goes back only in a clean state; one on which SQLite failed is dropped,
         // so the next call opens the file afresh.
         let failed = matches!(result, Err(OpError::Sqlite(_) | OpError::Io(_)));
@@ -267,6 +301,17 @@ impl File {
             }
         }
         result
+    }
+
+    /// Whether `error` is SQLite refusing to grow the file past its size limit (rather than
+    /// a full disk, which stays a failure of the store).
+    fn at_size_limit(&self, conn: &Connection, error: &rusqlite::Error) -> bool {
+        if error.sqlite_error_code() != Some(rusqlite::ErrorCode::DiskFull) {
+            return false;
+        }
+        let pages = |pragma| conn.pragma_query_value(None, pragma, |row| row.get::<_, i64>(0));
+        matches!((pages("page_count"), pages("max_page_count")),
+            (Ok(count), Ok(max)) if count + FULL_MARGIN_PAGES >= max)
     }
 
     fn connect(&self) -> Result<Connection, OpError> {
@@ -290,6 +335,17 @@ impl File {
             ))));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The size limit holds per connection, so every connection sets it; SQLite keeps it
+        // at least the file's current size.
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let max_pages = self.max_size / page_size.max(512) as u64;
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            i64::try_from(max_pages.max(1)).unwrap_or(i64::MAX),
+        )?;
+        // The write-ahead log keeps its largest size unless told otherwise.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version < 1 {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -642,6 +698,63 @@ mod tests {
             err,
             KeyValueError::TooManyKeys { max_keys: 3, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn sqlite_files_do_not_grow_past_their_size_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = SqliteKeyValue::new(dir.path().to_path_buf()).with_max_size(256 << 10);
+        let id = BucketId::new("acme", "cache").expect("valid names");
+        let value = || vec![7u8; 8 << 10];
+        let mut stored = 0;
+        let error = loop {
+            match backend.set(&id, format!("k{stored}"), value(), 1000).await {
+                Ok(()) => stored += 1,
+                Err(error) => break error,
+            }
+            assert!(stored < 100, "256 KiB holds fewer than 100 values of 8 KiB");
+        };
+        assert!(stored > 10, "only {stored} values fit");
+        match &error {
+            KeyValueError::StoreTooLarge { store, max_size } => {
+                assert_eq!((store.as_str(), *max_size), ("cache", 256 << 10));
+                let message = error.to_string();
+                assert!(
+                    message.contains("256 KiB") && message.contains("max_size"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected StoreTooLarge, got {other:?}"),
+        }
+        // The refused write wrote nothing; the acknowledged ones are all there.
+        assert_eq!(
+            backend.get(&id, format!("k{stored}")).await.expect("get"),
+            None
+        );
+        for i in 0..stored {
+            assert!(backend.exists(&id, format!("k{i}")).await.expect("exists"));
+        }
+        let file = dir.path().join("acme/kv/cache.db");
+        assert!(std::fs::metadata(&file).expect("file").len() <= 256 << 10);
+        // Deleting keys makes room; a batch that does not fit writes none of its keys.
+        backend
+            .delete_many(&id, (0..4).map(|i| format!("k{i}")).collect())
+            .await
+            .expect("delete");
+        backend
+            .set(&id, "again".into(), value(), 1000)
+            .await
+            .expect("room again");
+        let batch = (0..20).map(|i| (format!("b{i}"), value())).collect();
+        let error = backend
+            .set_many(&id, batch, 1000)
+            .await
+            .expect_err("too big a batch");
+        assert!(
+            matches!(error, KeyValueError::StoreTooLarge { .. }),
+            "{error:?}"
+        );
+        assert_eq!(backend.get(&id, "b0".into()).await.expect("get"), None);
     }
 
     #[tokio::test]
