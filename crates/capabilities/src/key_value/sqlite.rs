@@ -453,7 +453,10 @@ impl File {
             OpError::Io(error) => error.to_string(),
             OpError::Refused(error) => error.to_string(),
             OpError::Full { max_size } => {
-                format!("the file reached its size limit ({max_size} bytes)")
+                format!(
+                    "the file reached its size limit of {}",
+                    wedge_engine::units::format_size(max_size)
+                )
             }
         });
         let group = why.as_deref().map_or(Ok(()), Err);
