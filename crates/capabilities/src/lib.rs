@@ -15,3 +15,4 @@ pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
 pub mod sql;
+mod sqlite_size;

@@ -43,6 +43,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
+use crate::sqlite_size::{at_size_limit, limit_size};
+
 use super::{
     BucketId, KeyPage, KeyValueBackend, KeyValueError, KvFuture, LIST_PAGE_SIZE, parse_counter,
 };
@@ -60,11 +62,6 @@ pub const MAX_GROUP: usize = 128;
 
 /// How large a store's file may grow unless told otherwise ([`SqliteKeyValue::with_max_size`]).
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
-/// What a write-ahead log file is truncated to after a checkpoint.
-const WAL_SIZE_LIMIT: i64 = 4 << 20;
-/// How far short of its page limit a file may stop when a write needs more pages than are
-/// left (a B-tree split takes a few at once).
-const FULL_MARGIN_PAGES: i64 = 16;
 
 /// The schema, created on a file's first open (`user_version` 0 → 1).
 const SCHEMA: &str = "
@@ -290,7 +287,7 @@ where
             Err(error) => Err(error.into()),
         };
         self.result = Some(match result {
-            Err(OpError::Sqlite(error)) if file.at_size_limit(conn, &error) => Err(OpError::Full {
+            Err(OpError::Sqlite(error)) if at_size_limit(conn, &error) => Err(OpError::Full {
                 max_size: file.max_size,
             }),
             other => other,
@@ -403,11 +400,9 @@ impl File {
             None => self.connect()?,
         };
         let result = match op(&mut conn) {
-            Err(OpError::Sqlite(error)) if self.at_size_limit(&conn, &error) => {
-                Err(OpError::Full {
-                    max_size: self.max_size,
-                })
-            }
+            Err(OpError::Sqlite(error)) if at_size_limit(&conn, &error) => Err(OpError::Full {
+                max_size: self.max_size,
+            }),
             other => other,
         };
         // A connection goes back only in a clean state; one on which SQLite failed is dropped,
@@ -471,17 +466,6 @@ impl File {
         }
     }
 
-    /// Whether `error` is SQLite refusing to grow the file past its size limit (rather than
-    /// a full disk, which stays a failure of the store).
-    fn at_size_limit(&self, conn: &Connection, error: &rusqlite::Error) -> bool {
-        if error.sqlite_error_code() != Some(rusqlite::ErrorCode::DiskFull) {
-            return false;
-        }
-        let pages = |pragma| conn.pragma_query_value(None, pragma, |row| row.get::<_, i64>(0));
-        matches!((pages("page_count"), pages("max_page_count")),
-            (Ok(count), Ok(max)) if count + FULL_MARGIN_PAGES >= max)
-    }
-
     fn connect(&self) -> Result<Connection, OpError> {
         let created = !self.path.exists();
         if created && let Some(parent) = self.path.parent() {
@@ -503,17 +487,7 @@ impl File {
             ))));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The size limit holds per connection, so every connection sets it; SQLite keeps it
-        // at least the file's current size.
-        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        let max_pages = self.max_size / page_size.max(512) as u64;
-        conn.pragma_update(
-            None,
-            "max_page_count",
-            i64::try_from(max_pages.max(1)).unwrap_or(i64::MAX),
-        )?;
-        // The write-ahead log keeps its largest size unless told otherwise.
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        limit_size(&conn, self.max_size)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version < 1 {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -60,20 +60,12 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, config::DbConfig};
 
+use crate::sqlite_size::{at_size_limit, limit_size};
+
 use super::{
     CallLimits, QueryResult, ResultBudget, SqlBackend, SqlConnection, SqlError, SqlFuture,
     SqlValue, validate_name,
 };
-
-/// How far short of its page limit a file may stop when a statement that needs more pages
-/// than are left is refused (a B-tree split takes a few at once).
-const FULL_MARGIN_PAGES: i64 = 16;
-
-/// What a write-ahead log file is truncated to after a checkpoint.
-const WAL_SIZE_LIMIT: i64 = 4 << 20;
-
-/// The most pages a SQLite file may have.
-const SQLITE_MAX_PAGE_COUNT: u64 = 0xffff_fffe;
 
 /// Idle connections kept per file.
 pub const IDLE_PER_FILE: usize = 4;
@@ -284,8 +276,6 @@ struct AuthState {
 struct Sandboxed {
     conn: Connection,
     auth: Arc<AuthState>,
-    /// The file's size limit, in pages (SQLite's `max_page_count`).
-    max_pages: i64,
 }
 
 impl Sandboxed {
@@ -315,17 +305,7 @@ impl Sandboxed {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // The size limit holds per connection, so every connection sets it. SQLite keeps
-        // it at least the file's current size: a file already larger (the limit was lowered)
-        // can still be read, updated in place and shrunk, not grown.
-        let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        let max_pages = limits.max_size / page_size.max(512) as u64;
-        let max_pages = i64::try_from(max_pages.clamp(1, SQLITE_MAX_PAGE_COUNT)).unwrap_or(1);
-        let max_pages: i64 =
-            conn.pragma_update_and_check(None, "max_page_count", max_pages, |row| row.get(0))?;
-        // The write-ahead log is emptied at each checkpoint but its file keeps its largest
-        // size unless told otherwise: truncate it, so the disk holds little beyond the limit.
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        limit_size(&conn, limits.max_size)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
@@ -346,11 +326,7 @@ impl Sandboxed {
                 }
             }
         }))?;
-        Ok(Sandboxed {
-            conn,
-            auth,
-            max_pages,
-        })
+        Ok(Sandboxed { conn, auth })
     }
 
     /// Bounds the next statements by `limits`.
@@ -392,20 +368,15 @@ impl Sandboxed {
         denial: Option<String>,
         limits: CallLimits,
     ) -> SqlError {
-        if error.sqlite_error_code() == Some(ErrorCode::DiskFull) {
-            self.auth.host.store(true, Ordering::SeqCst);
-            let pages: rusqlite::Result<i64> =
-                self.conn
-                    .pragma_query_value(None, "page_count", |row| row.get(0));
-            self.auth.host.store(false, Ordering::SeqCst);
-            // A statement is refused when it needs pages past the limit, so the file can
-            // stop a few pages short of it.
-            if pages.is_ok_and(|pages| pages + FULL_MARGIN_PAGES >= self.max_pages) {
-                return SqlError::LimitExceeded(format!(
-                    "database `{database}` is full: it has reached its size limit of {} (`max_size` in the runtime config); delete rows to make room, or ask the operator for a larger limit",
-                    wedge_engine::units::format_size(limits.max_size)
-                ));
-            }
+        // The check reads two PRAGMAs, which the guest's authorizer would refuse.
+        self.auth.host.store(true, Ordering::SeqCst);
+        let full = at_size_limit(&self.conn, &error);
+        self.auth.host.store(false, Ordering::SeqCst);
+        if full {
+            return SqlError::LimitExceeded(format!(
+                "database `{database}` is full: it has reached its size limit of {} (`max_size` in the runtime config); delete rows to make room, or ask the operator for a larger limit",
+                wedge_engine::units::format_size(limits.max_size)
+            ));
         }
         map_error(error, database, denial)
     }
