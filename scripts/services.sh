@@ -7,6 +7,7 @@
 #                                          export WEDGE_TEST_REDIS_URL and WEDGE_TEST_MYSQL_URL
 #   scripts/services.sh stop               stop both and delete their data
 #   scripts/services.sh status             what is running
+#   scripts/services.sh running            exit 0 if either is running, 1 if neither (silent)
 #
 # Only the `export` lines go to stdout; progress goes to stderr. Ports: REDIS_PORT (16379) and
 # MYSQL_PORT (13306); the state lives in WEDGE_SERVICES_DIR (/tmp/wedge-services).
@@ -122,8 +123,11 @@ status)
     alive "$DIR/redis.pid" && echo "redis: running, $REDIS_URL" || echo "redis: stopped"
     alive "$DIR/mariadb.pid" && echo "mariadb: running, $MYSQL_URL" || echo "mariadb: stopped"
     ;;
+running)
+    alive "$DIR/redis.pid" || alive "$DIR/mariadb.pid"
+    ;;
 *)
-    echo "usage: scripts/services.sh start|stop|status" >&2
+    echo "usage: scripts/services.sh start|stop|status|running" >&2
     exit 2
     ;;
 esac

@@ -11,9 +11,7 @@ scripts/setup-toolchains.sh
 scripts/build-guests.sh
 # Servers this run started are stopped (and their data deleted) when it ends; ones that were
 # already running (a developer's `scripts/services.sh start`) are left as they were.
-# (Not `status | grep -q`: under pipefail, grep quitting at the first match can fail the
-# pipeline with SIGPIPE, which read as "not running" and stopped a developer's servers.)
-if [[ "$(scripts/services.sh status)" != *running* ]]; then
+if ! scripts/services.sh running; then
     trap 'scripts/services.sh stop' EXIT
 fi
 eval "$(scripts/services.sh start)"

@@ -64,9 +64,7 @@ cleanup() {
     if [ -n "${STARTED_SERVICES:-}" ]; then scripts/services.sh stop >&2 || true; fi
 }
 trap cleanup EXIT
-# (Not `status | grep -q`: under pipefail, grep quitting at the first match can fail the
-# pipeline with SIGPIPE, which read as "not running" and stopped a developer's servers.)
-if [[ "$(scripts/services.sh status)" != *running* ]]; then
+if ! scripts/services.sh running; then
     STARTED_SERVICES=1
 fi
 eval "$(scripts/services.sh start)"
