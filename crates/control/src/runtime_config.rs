@@ -168,20 +168,21 @@ impl RuntimeConfig {
             path: PathBuf::from("(runtime config)"),
             problem,
         };
-        let sqlite_kv: Arc<dyn KeyValueBackend> =
-            Arc::new(SqliteKeyValue::new(state_dir.to_path_buf()));
+        // One embedded backend for every SQLite store (one file map, one idle budget); it
+        // sizes each store's files by its `max_size`.
+        let sqlite_kv = self
+            .stores
+            .iter()
+            .filter(|(_, store)| store.backend == Backend::Sqlite)
+            .fold(
+                SqliteKeyValue::new(state_dir.to_path_buf()),
+                |backend, (name, store)| backend.with_store_max_size(name, store.limits.max_size),
+            );
+        let sqlite_kv: Arc<dyn KeyValueBackend> = Arc::new(sqlite_kv);
         let mut key_value = KeyValueStores::new(sqlite_kv.clone(), KeyValueLimits::default());
         for (name, store) in &self.stores {
             let backend: Arc<dyn KeyValueBackend> = match &store.backend {
-                Backend::Sqlite if store.limits.max_size == KeyValueLimits::default().max_size => {
-                    sqlite_kv.clone()
-                }
-                // The embedded backend applies its size limit to every file it opens: a
-                // store with another limit gets a backend of its own (its files are its own).
-                Backend::Sqlite => Arc::new(
-                    SqliteKeyValue::new(state_dir.to_path_buf())
-                        .with_max_size(store.limits.max_size),
-                ),
+                Backend::Sqlite => sqlite_kv.clone(),
                 Backend::Redis { url, pool_size } => {
                     on_backend_runtime(RedisKeyValue::new(url, *pool_size).map_err(|error| {
                         invalid(format!("[key_value_store.{name}]: key `url`: {error}"))

@@ -84,7 +84,7 @@ pub struct KeyValueLimits {
     /// The longest one call may take (the request's deadline may cut it shorter).
     pub timeout: Duration,
     /// The largest an embedded (SQLite) store's file may grow, in bytes. The embedded backend
-    /// is built with it ([`sqlite::SqliteKeyValue::with_max_size`]); a server sizes its own.
+    /// is built with it ([`sqlite::SqliteKeyValue::with_store_max_size`]); a server sizes its own.
     pub max_size: u64,
 }
 

@@ -89,7 +89,9 @@ pub struct SqliteKeyValue {
     dir: PathBuf,
     busy_timeout: Duration,
     pool_size: usize,
+    /// How large a store's file may grow: `max_sizes` by store name, else `max_size`.
     max_size: u64,
+    max_sizes: HashMap<String, u64>,
     files: Mutex<HashMap<BucketId, Arc<File>>>,
     idle: Arc<IdleBudget>,
 }
@@ -103,6 +105,7 @@ impl SqliteKeyValue {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
             max_size: DEFAULT_MAX_SIZE,
+            max_sizes: HashMap::new(),
             files: Mutex::new(HashMap::new()),
             idle: Arc::new(IdleBudget {
                 max: DEFAULT_MAX_IDLE,
@@ -129,6 +132,12 @@ impl SqliteKeyValue {
     /// already larger stays readable and shrinkable.
     pub fn with_max_size(mut self, max_size: u64) -> Self {
         self.max_size = max_size;
+        self
+    }
+
+    /// The same as [`Self::with_max_size`], for the store named `store` only (in every scope).
+    pub fn with_store_max_size(mut self, store: &str, max_size: u64) -> Self {
+        self.max_sizes.insert(store.to_string(), max_size);
         self
     }
 
@@ -159,7 +168,11 @@ impl SqliteKeyValue {
                     path: self.path(bucket),
                     busy_timeout: self.busy_timeout,
                     pool_size: self.pool_size,
-                    max_size: self.max_size,
+                    max_size: self
+                        .max_sizes
+                        .get(bucket.store())
+                        .copied()
+                        .unwrap_or(self.max_size),
                     idle: Mutex::new(Vec::new()),
                     budget: self.idle.clone(),
                     ready: AtomicBool::new(false),
