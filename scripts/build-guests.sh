@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every guest program under examples/ into target/guests/ (flat):
 #   hello.wasm exit.wasm upper.wasm alloc.wasm crash.wasm   (C, wasm32-wasi core modules)
-#   wagi-hello.wasm wagi-echo.wasm                          (C, WAGI handlers: core modules)
+#   wagi-hello.wasm wagi-echo.wasm wagi-hostile.wasm        (C, WAGI handlers: core modules)
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
 #   http-hello.wasm http-probe.wasm http-state.wasm         (Rust, wasi:http/proxy components)
 #   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
@@ -62,6 +62,7 @@ build_c crash -Wl,--strip-debug
 # WAGI (CGI-style) handlers for `wedge serve`: plain preview1 commands.
 build_c wagi-hello -Wl,--strip-all
 build_c wagi-echo -Wl,--strip-all
+build_c wagi-hostile -Wl,--strip-all
 
 # Rust components: standalone Cargo projects (empty [workspace] table) sharing
 # one target dir. cargo decides itself whether anything needs rebuilding.
@@ -151,7 +152,7 @@ wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo hello-component http-hello http-probe http-state \
+for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile hello-component http-hello http-probe http-state \
     js-hello js-echo js-json-api js-fetch js-orders js-counter \
     py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"

@@ -110,12 +110,51 @@ fn init_logging(serving: bool) {
     }
 }
 
+std::thread_local! {
+    /// Whether a panic on this thread is caught where it happens (a request of `wedge
+    /// serve`: see `contain_panics_on_this_thread`).
+    static PANICS_CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as one whose panics are caught and contained: `wedge serve`'s worker
+/// threads, where each request's handling runs under `catch_unwind` (one request answers
+/// 500) and every task under tokio's (one connection or guest task ends). The hook then
+/// reports the panic and lets it unwind to that catch, instead of ending the process and
+/// every tenant's functions with it.
+pub(crate) fn contain_panics_on_this_thread() {
+    PANICS_CONTAINED.with(|contained| contained.set(true));
+}
+
 /// A panic is a wedge bug: say so in one paragraph and exit with the internal-error status,
-/// instead of a Rust backtrace.
+/// instead of a Rust backtrace; on a thread that contains its panics, report it and go on.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        if PANICS_CONTAINED.with(|contained| contained.get()) {
+            tracing::error!(
+                target: "wedge::panic",
+                "internal error (this is a bug in wedge, please report it), contained to one request or connection; the server keeps serving: {info}"
+            );
+            return;
+        }
         log_queue::flush_and_stop();
         eprintln!("wedge: internal error (this is a bug in wedge, please report it): {info}");
         std::process::exit(i32::from(Status::Internal.code()));
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_on_a_contained_thread_does_not_end_the_process() {
+        let previous = std::panic::take_hook();
+        super::install_panic_hook();
+        let joined = std::thread::spawn(|| {
+            super::contain_panics_on_this_thread();
+            panic!("contained");
+        })
+        .join();
+        std::panic::set_hook(previous);
+        // Had the hook exited, this test process would be gone with status 134.
+        assert!(joined.is_err(), "the panic unwound to the thread's end");
+    }
 }

@@ -276,8 +276,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let handle = std::thread::Builder::new()
             .name(format!("wedge-worker-{index}"))
             .spawn(move || -> anyhow::Result<()> {
+                crate::contain_panics_on_this_thread();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_start(crate::contain_panics_on_this_thread)
                     .build()
                     .context("cannot start a worker's async runtime")?;
                 runtime.block_on(async move {

@@ -23,6 +23,7 @@ pub(crate) struct RequestContext {
     pub request_id: String,
     pub deadline: Instant,
     pub max_body_size: u64,
+    pub response_limits: crate::guest_response::ResponseHeadLimits,
     /// Concurrency permits, held until the guest is done (not just until the headers).
     pub permits: Vec<OwnedSemaphorePermit>,
 }

@@ -28,6 +28,7 @@ use crate::capture::CapturePipe;
 use crate::deadline;
 use crate::function::{Function, LoadFunctionError};
 use crate::guest::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
+use crate::guest_response;
 use crate::logs::Stream;
 use crate::response::{self, Body, BodyError, REQUEST_ID_HEADER};
 
@@ -136,6 +137,7 @@ impl HttpExecutor {
         B::Error: Into<BodyError>,
     {
         let request_id = context.request_id.clone();
+        let method = request.method().clone();
         let stdout = CapturePipe::new(CAPTURE_LIMIT);
         let stderr = CapturePipe::new(CAPTURE_LIMIT);
         let mut wasi = WasiCtxBuilder::new();
@@ -259,12 +261,70 @@ impl HttpExecutor {
         }
         match headers {
             Ok(Ok(Ok(guest_response))) => {
-                let (parts, body) = guest_response.into_parts();
+                let (mut parts, body) = guest_response.into_parts();
+                let checked = guest_response::check_status(parts.status).and_then(|()| {
+                    guest_response::check_limits(&parts.headers, context.response_limits)
+                });
+                if let Err(problem) = checked {
+                    return refused_response(&function, &request_id, &problem);
+                }
+                let (lengths, dropped) = guest_response::take_framing(&mut parts.headers);
+                if let Some(note) = guest_response::dropped_note(&dropped) {
+                    function
+                        .log
+                        .push(&function.spec.name, &request_id, Stream::Wedge, &note);
+                }
                 let body = body
                     .map_err(|error| Box::new(error) as BodyError)
                     .boxed_unsync();
-                let mut guest_response =
-                    Response::from_parts(parts, coalesce_small_body(body).await);
+                let (body, length) = match coalesce_small_body(body).await {
+                    Coalesced::Whole(bytes) => {
+                        let length = guest_response::declared_length(
+                            &lengths,
+                            Some(bytes.len() as u64),
+                            &method,
+                        );
+                        match length {
+                            // hyper frames a whole body itself, except for HEAD, where it sends
+                            // no body and keeps the length a GET would have.
+                            Ok(length) => (
+                                response::full(bytes),
+                                length.filter(|_| method == hyper::Method::HEAD),
+                            ),
+                            Err(problem) => {
+                                return refused_response(&function, &request_id, &problem);
+                            }
+                        }
+                    }
+                    Coalesced::Failed(error) => {
+                        let message = format!(
+                            "function `{}` failed writing its response body: {error}",
+                            function.spec.name
+                        );
+                        function.log.push(
+                            &function.spec.name,
+                            &request_id,
+                            Stream::Wedge,
+                            &message,
+                        );
+                        return response::error(StatusCode::BAD_GATEWAY, &request_id, &message);
+                    }
+                    Coalesced::Streaming(body) => {
+                        match guest_response::declared_length(&lengths, None, &method) {
+                            Ok(Some(length)) => (ExactLength::body(body, length), Some(length)),
+                            Ok(None) => (body, None),
+                            Err(problem) => {
+                                return refused_response(&function, &request_id, &problem);
+                            }
+                        }
+                    }
+                };
+                if let Some(length) = length {
+                    parts
+                        .headers
+                        .insert(hyper::header::CONTENT_LENGTH, length.into());
+                }
+                let mut guest_response = Response::from_parts(parts, body);
                 if let Ok(value) = hyper::header::HeaderValue::from_str(&request_id) {
                     guest_response
                         .headers_mut()
@@ -302,7 +362,15 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// guest runs on this thread, so one yield lets it finish): such a body is sent whole, with a
 /// `content-length`, in one write. A body that is large or still being produced streams as
 /// before, starting with what was already gathered.
-async fn coalesce_small_body(mut body: Body) -> Body {
+/// A guest's body after gathering what was ready: all of it, a stream that goes on, or the
+/// error it failed with before anything was sent.
+enum Coalesced {
+    Whole(bytes::Bytes),
+    Streaming(Body),
+    Failed(BodyError),
+}
+
+async fn coalesce_small_body(mut body: Body) -> Coalesced {
     use hyper::body::Body as _;
     let mut gathered = bytes::BytesMut::new();
     for attempt in 0..3 {
@@ -313,51 +381,51 @@ async fn coalesce_small_body(mut body: Body) -> Body {
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         loop {
             match std::pin::Pin::new(&mut body).poll_frame(&mut context) {
-                std::task::Poll::Ready(None) => return response::full(gathered.freeze()),
+                std::task::Poll::Ready(None) => return Coalesced::Whole(gathered.freeze()),
                 std::task::Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         gathered.extend_from_slice(&data);
                         if gathered.len() > COALESCE_LIMIT {
-                            return Prefixed::body(gathered.freeze(), None, None, Some(body));
+                            return Coalesced::Streaming(Prefixed::body(
+                                gathered.freeze(),
+                                None,
+                                body,
+                            ));
                         }
                     }
                     // Trailers: keep them, stream the rest as is.
                     Err(frame) => {
                         let trailers = frame.into_trailers().ok();
-                        return Prefixed::body(gathered.freeze(), trailers, None, Some(body));
+                        return Coalesced::Streaming(Prefixed::body(
+                            gathered.freeze(),
+                            trailers,
+                            body,
+                        ));
                     }
                 },
-                std::task::Poll::Ready(Some(Err(error))) => {
-                    return Prefixed::body(gathered.freeze(), None, Some(error), None);
-                }
+                // Nothing has been sent yet, so the whole response can still be an error.
+                std::task::Poll::Ready(Some(Err(error))) => return Coalesced::Failed(error),
                 std::task::Poll::Pending => break,
             }
         }
     }
-    Prefixed::body(gathered.freeze(), None, None, Some(body))
+    Coalesced::Streaming(Prefixed::body(gathered.freeze(), None, body))
 }
 
 /// A body that yields already-gathered bytes (and trailers) first, then the rest.
 struct Prefixed {
     prefix: Option<bytes::Bytes>,
     trailers: Option<hyper::HeaderMap>,
-    error: Option<BodyError>,
-    rest: Option<Body>,
+    rest: Body,
 }
 
 impl Prefixed {
-    /// The gathered bytes, then trailers or an error if the guest's body produced one, then
-    /// whatever remains of it.
-    fn body(
-        prefix: bytes::Bytes,
-        trailers: Option<hyper::HeaderMap>,
-        error: Option<BodyError>,
-        rest: Option<Body>,
-    ) -> Body {
+    /// The gathered bytes, then trailers if the guest's body produced them, then whatever
+    /// remains of it.
+    fn body(prefix: bytes::Bytes, trailers: Option<hyper::HeaderMap>, rest: Body) -> Body {
         Self {
             prefix: Some(prefix).filter(|p| !p.is_empty()),
             trailers,
-            error,
             rest,
         }
         .boxed_unsync()
@@ -379,12 +447,77 @@ impl hyper::body::Body for Prefixed {
         if let Some(trailers) = self.trailers.take() {
             return Poll::Ready(Some(Ok(hyper::body::Frame::trailers(trailers))));
         }
-        if let Some(error) = self.error.take() {
-            return Poll::Ready(Some(Err(error)));
+        std::pin::Pin::new(&mut self.rest).poll_frame(context)
+    }
+}
+
+/// A streamed body that must be exactly the length its headers declare: more, or an end
+/// before it, is an error, which makes hyper abort the connection instead of letting the
+/// bytes that follow be read as the next response.
+struct ExactLength {
+    inner: Body,
+    remaining: u64,
+}
+
+impl ExactLength {
+    fn body(inner: Body, length: u64) -> Body {
+        Self {
+            inner,
+            remaining: length,
         }
-        match self.rest.as_mut() {
-            Some(rest) => std::pin::Pin::new(rest).poll_frame(context),
-            None => Poll::Ready(None),
+        .boxed_unsync()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the function's body {0} its declared content-length")]
+struct LengthError(&'static str);
+
+impl hyper::body::Body for ExactLength {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BodyError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(context) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let length = data.len() as u64;
+                    if length > self.remaining {
+                        self.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(LengthError("is longer than")))));
+                    }
+                    self.remaining -= length;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) if self.remaining > 0 => {
+                Poll::Ready(Some(Err(Box::new(LengthError("ended before")))))
+            }
+            other => other,
         }
     }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A guest response wedge will not send: 502, with the reason in the function's log.
+fn refused_response(
+    function: &Function,
+    request_id: &str,
+    problem: &guest_response::HeadProblem,
+) -> Response<Body> {
+    let message = format!(
+        "function `{}` answered with a response wedge will not send: {problem}",
+        function.spec.name
+    );
+    function
+        .log
+        .push(&function.spec.name, request_id, Stream::Wedge, &message);
+    response::error(StatusCode::BAD_GATEWAY, request_id, &message)
 }

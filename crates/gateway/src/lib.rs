@@ -12,6 +12,7 @@ mod capture;
 mod deadline;
 pub mod function;
 mod guest;
+pub mod guest_response;
 mod http_kind;
 pub mod logs;
 pub mod metrics;

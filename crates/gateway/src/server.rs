@@ -25,6 +25,7 @@ use wedge_engine::{EngineOptions, WedgeEngine};
 
 use crate::function::{Executor, Function};
 use crate::guest::RequestContext;
+use crate::guest_response::ResponseHeadLimits;
 use crate::response::{self, Body};
 use crate::router::Router;
 use crate::{deadline, metrics, request_id};
@@ -42,6 +43,8 @@ pub struct GatewayLimits {
     pub max_header_bytes: usize,
     /// How long requests in flight may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Bounds on the head of a function's response; beyond them, 502.
+    pub response_head: ResponseHeadLimits,
 }
 
 impl Default for GatewayLimits {
@@ -52,6 +55,7 @@ impl Default for GatewayLimits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
             shutdown_timeout: Duration::from_secs(10),
+            response_head: ResponseHeadLimits::default(),
         }
     }
 }
@@ -209,7 +213,16 @@ impl Gateway {
         let path = request.uri().path().to_string();
 
         if path == "/_wedge" || path.starts_with("/_wedge/") {
-            return self.internal(request, &path, request_id).await;
+            let id = request_id.clone();
+            return contain_panic(self.internal(request, &path, request_id), &id, None).await;
+        }
+        if request.method() == hyper::Method::CONNECT {
+            // A 2xx to CONNECT would turn the connection into a tunnel: no function gets one.
+            return response::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &request_id,
+                "CONNECT is not served: wedge is not a forward proxy",
+            );
         }
         let Some(function) = self.router.load().route(&path).cloned() else {
             self.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -240,9 +253,12 @@ impl Gateway {
         }
 
         let method = request.method().clone();
-        let response = self
-            .admit_and_run(&function, request, &request_id, local, remote)
-            .await;
+        let response = contain_panic(
+            self.admit_and_run(&function, request, &request_id, local, remote),
+            &request_id,
+            Some(&function),
+        )
+        .await;
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         function.metrics.record_response(status, elapsed);
@@ -309,6 +325,7 @@ impl Gateway {
             request_id: request_id.to_string(),
             deadline: Instant::now() + function.spec.timeout,
             max_body_size: self.limits.max_body_size,
+            response_limits: self.limits.response_head,
             permits,
         };
         function.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -387,6 +404,42 @@ impl Drop for InFlight {
     }
 }
 
+/// Runs one request's handling so that a panic in it (a bug in wedge or in a library it
+/// calls, met by this request's input or guest) ends this request with 500, never the
+/// process: every other request and function goes on. The panic itself was already
+/// reported by the process's panic hook, with its location.
+async fn contain_panic(
+    handling: impl Future<Output = Response<Body>>,
+    request_id: &str,
+    function: Option<&Function>,
+) -> Response<Body> {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            tracing::error!(target: "wedge::request", request_id, panic = %what, "internal error while handling a request (a bug in wedge); answered 500");
+            if let Some(function) = function {
+                function.log.push(
+                    &function.spec.name,
+                    request_id,
+                    crate::logs::Stream::Wedge,
+                    &format!("wedge hit an internal error while handling this request (a bug in wedge, not in the function): {what}"),
+                );
+            }
+            response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                request_id,
+                "wedge hit an internal error while handling this request; it is logged with this request id",
+            )
+        }
+    }
+}
+
 fn over_capacity(request_id: &str, why: &str) -> Response<Body> {
     let mut response = response::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -398,4 +451,30 @@ fn over_capacity(request_id: &str, why: &str) -> Response<Body> {
         hyper::header::HeaderValue::from_static("1"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_handling_a_request_is_a_500_for_that_request() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let response = runtime.block_on(contain_panic(
+            async { panic!("a bug met by this request") },
+            "r-1",
+            None,
+        ));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[response::REQUEST_ID_HEADER], "r-1");
+        // The runtime (the worker) goes on serving.
+        let response = runtime.block_on(contain_panic(
+            async { response::error(StatusCode::OK, "r-2", "fine") },
+            "r-2",
+            None,
+        ));
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use wasmtime::{InstancePre, Linker, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -24,6 +24,7 @@ use crate::capture::CapturePipe;
 use crate::deadline;
 use crate::function::{Function, LoadFunctionError};
 use crate::guest::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
+use crate::guest_response::{self, BoundedHead, ResponseHeadLimits};
 use crate::logs::Stream;
 use crate::response::{self, Body, REQUEST_ID_HEADER};
 
@@ -75,6 +76,7 @@ impl WagiExecutor {
     {
         let request_id = context.request_id.as_str();
         let _permits = context.permits;
+        let response_limits = context.response_limits;
         let deadline = tokio::time::Instant::from_std(context.deadline);
         let (parts, body) = request.into_parts();
         let body = match tokio::time::timeout_at(
@@ -166,11 +168,16 @@ impl WagiExecutor {
                 ),
             );
         }
-        match parse_cgi_output(&output) {
-            Ok((status, headers, body)) => {
-                let mut response = Response::new(response::full(body));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
+        match parse_cgi_output(&output, response_limits, &parts.method) {
+            Ok(cgi) => {
+                if let Some(note) = guest_response::dropped_note(&cgi.dropped) {
+                    function
+                        .log
+                        .push(&function.spec.name, request_id, Stream::Wedge, &note);
+                }
+                let mut response = Response::new(response::full(cgi.body));
+                *response.status_mut() = cgi.status;
+                *response.headers_mut() = cgi.headers;
                 if let Ok(value) = HeaderValue::from_str(request_id) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
@@ -293,8 +300,24 @@ fn cgi_environment(
     env
 }
 
-/// Splits CGI output into status, headers and body.
-pub(crate) fn parse_cgi_output(output: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+/// A WAGI guest's answer, parsed and checked.
+#[derive(Debug)]
+pub(crate) struct CgiResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Hop-by-hop and framing headers the guest wrote, which wedge dropped.
+    pub dropped: Vec<String>,
+}
+
+/// Splits CGI output into status, headers and body, within the head's limits. The headers
+/// that frame the response are wedge's: hop-by-hop ones are dropped and a `Content-Length`
+/// must agree with the body (wedge sends its own).
+pub(crate) fn parse_cgi_output(
+    output: &[u8],
+    limits: ResponseHeadLimits,
+    method: &Method,
+) -> Result<CgiResponse, String> {
     let (head, body) = split_head(output).ok_or_else(|| {
         if output.is_empty() {
             "it wrote nothing (a response needs at least a Content-Type header and a blank line)"
@@ -304,35 +327,51 @@ pub(crate) fn parse_cgi_output(output: &[u8]) -> Result<(StatusCode, HeaderMap, 
         }
     })?;
     let head = std::str::from_utf8(head).map_err(|_| "the headers are not UTF-8".to_string())?;
-    let mut headers = HeaderMap::new();
+    let mut headers = BoundedHead::new(limits);
     let mut status = None;
-    for (number, line) in head.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
+    for (number, line) in head.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
         let Some((name, value)) = line.split_once(':') else {
             return Err(format!(
-                "header line {} is not `Name: value`: {line:?}",
-                number + 1
+                "header line {} is not `Name: value`: {:?}",
+                number + 1,
+                shorten(line)
             ));
         };
-        let value = value.trim();
+        let value = value.trim_matches([' ', '\t']);
         if name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or_default();
-            status = Some(
-                code.parse::<u16>()
-                    .ok()
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .ok_or_else(|| format!("`Status: {value}` has no valid status code"))?,
-            );
+            let code = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| format!("`Status: {}` has no valid status code", shorten(value)))?;
+            guest_response::check_status(code).map_err(|problem| problem.to_string())?;
+            status = Some(code);
             continue;
         }
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("header line {} has an invalid name: {line:?}", number + 1))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("header line {} has an invalid value: {line:?}", number + 1))?;
-        headers.append(name, value);
+        // A name is a token: no spaces, no control characters; a value has no CR, LF or NUL
+        // (`HeaderValue` refuses every control character but tab).
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "header line {} has an invalid name: {:?}",
+                number + 1,
+                shorten(line)
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            format!(
+                "header line {} has an invalid value: {:?}",
+                number + 1,
+                shorten(line)
+            )
+        })?;
+        headers
+            .append(name, value)
+            .map_err(|problem| problem.to_string())?;
     }
-    let has_location = headers.contains_key(hyper::header::LOCATION);
-    if status.is_none() && !has_location && !headers.contains_key(hyper::header::CONTENT_TYPE) {
+    let has_location = headers.contains(hyper::header::LOCATION);
+    if status.is_none() && !has_location && !headers.contains(hyper::header::CONTENT_TYPE) {
         return Err("it has none of Content-Type, Location or Status".into());
     }
     let status = status.unwrap_or(if has_location {
@@ -340,7 +379,29 @@ pub(crate) fn parse_cgi_output(output: &[u8]) -> Result<(StatusCode, HeaderMap, 
     } else {
         StatusCode::OK
     });
-    Ok((status, headers, Bytes::copy_from_slice(body)))
+    let mut headers = headers.into_headers();
+    let (lengths, dropped) = guest_response::take_framing(&mut headers);
+    if let Some(length) = guest_response::declared_length(&lengths, Some(body.len() as u64), method)
+        .map_err(|problem| problem.to_string())?
+        && method == Method::HEAD
+    {
+        // hyper sends no body for HEAD, and keeps this length as what a GET would send.
+        headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(CgiResponse {
+        status,
+        headers,
+        body: Bytes::copy_from_slice(body),
+        dropped,
+    })
+}
+
+/// A line of guest output as quoted in an error: at most 100 characters of it.
+fn shorten(line: &str) -> String {
+    match line.char_indices().nth(100) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// Finds the blank line: `\n\n` or `\r\n\r\n`, whichever comes first.
@@ -372,19 +433,21 @@ fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
+    fn parse(output: &[u8]) -> Result<CgiResponse, String> {
+        parse_cgi_output(output, ResponseHeadLimits::default(), &Method::GET)
+    }
+
     #[test]
     fn parses_status_location_and_headers() {
-        let (status, headers, body) =
-            parse_cgi_output(b"Content-Type: text/plain\nX-A: 1\n\nhello").unwrap();
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers["x-a"], "1");
-        assert_eq!(body, "hello");
-        let (status, _, _) =
-            parse_cgi_output(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n").unwrap();
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, headers, _) = parse_cgi_output(b"Location: /x\n\n").unwrap();
-        assert_eq!(status, StatusCode::FOUND);
-        assert_eq!(headers["location"], "/x");
+        let cgi = parse(b"Content-Type: text/plain\nX-A: 1\n\nhello").unwrap();
+        assert_eq!(cgi.status, StatusCode::OK);
+        assert_eq!(cgi.headers["x-a"], "1");
+        assert_eq!(cgi.body, "hello");
+        let cgi = parse(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n").unwrap();
+        assert_eq!(cgi.status, StatusCode::NOT_FOUND);
+        let cgi = parse(b"Location: /x\n\n").unwrap();
+        assert_eq!(cgi.status, StatusCode::FOUND);
+        assert_eq!(cgi.headers["location"], "/x");
     }
 
     #[test]
@@ -395,9 +458,60 @@ mod tests {
             (b"not a header\n\nbody", "not `Name: value`"),
             (b"Status: abc\n\n", "no valid status code"),
             (b"X-Only: 1\n\n", "none of Content-Type"),
+            (
+                b"Status: 101\nContent-Type: text/plain\n\n",
+                "informational",
+            ),
+            (b"Content-Type: a\rX-Injected: yes\n\n", "invalid value"),
+            (b"Content-Type: a\nX-Nul: a\0b\n\n", "invalid value"),
+            (b"Content-Type: a\nBad Name: b\n\n", "invalid name"),
         ] {
-            let error = parse_cgi_output(output).unwrap_err();
-            assert!(error.contains(says), "{error}");
+            let error = parse(output).unwrap_err();
+            assert!(error.contains(says), "{output:?}: {error}");
         }
+    }
+
+    #[test]
+    fn too_many_or_too_large_headers_are_refused_without_building_them() {
+        let mut many = b"Content-Type: text/plain\n".to_vec();
+        for i in 0..200_000 {
+            many.extend_from_slice(format!("X-H{i}: v\n").as_bytes());
+        }
+        many.extend_from_slice(b"\nx\n");
+        let error = parse(&many).unwrap_err();
+        assert!(error.contains("more than 100 header fields"), "{error}");
+        let large = format!(
+            "Content-Type: text/plain\nX-Big: {}\n\n",
+            "v".repeat(70_000)
+        );
+        let error = parse(large.as_bytes()).unwrap_err();
+        assert!(error.contains("larger than 64 KiB"), "{error}");
+    }
+
+    #[test]
+    fn the_content_length_is_wedges() {
+        // The reproduction of response splitting: a short Content-Length before a longer body.
+        let error = parse(
+            b"Content-Type: text/plain\nContent-Length: 2\n\nhello world!HTTP/1.1 200 OK\r\nX-Injected: yes\r\n\r\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("Content-Length: 2"), "{error}");
+        // One that agrees is dropped: hyper frames the body it is given.
+        let cgi = parse(b"Content-Type: text/plain\nContent-Length: 5\n\nhello").unwrap();
+        assert!(!cgi.headers.contains_key("content-length"));
+        assert!(cgi.dropped.is_empty());
+        // HEAD keeps it: the length a GET would have.
+        let cgi = parse_cgi_output(
+            b"Content-Type: text/plain\nContent-Length: 5\n\nhello",
+            ResponseHeadLimits::default(),
+            &Method::HEAD,
+        )
+        .unwrap();
+        assert_eq!(cgi.headers["content-length"], "5");
+        let cgi =
+            parse(b"Content-Type: text/plain\nTransfer-Encoding: chunked\nConnection: close\n\nhi")
+                .unwrap();
+        assert_eq!(cgi.headers.len(), 1);
+        assert_eq!(cgi.dropped, ["transfer-encoding", "connection"]);
     }
 }

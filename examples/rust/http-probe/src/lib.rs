@@ -18,6 +18,9 @@
 //! | `env?name=X` | 200; body = value of env var X, or `unset` (no newline) |
 //! | `big?bytes=N` | 200; N bytes of `x`, written in 64 KiB chunks |
 //! | `status?code=N` | status N, empty body |
+//! | `headers?count=N` | 200 with N distinct fields `x-h0: v` ... (appended until the host refuses one); body `appended K\n` |
+//! | `declared?length=N&bytes=M&finish=0\|1` | 200 with `content-length: N` and M bytes of `x`; the body is finished (1) or dropped unfinished (0) |
+//! | `header?name=X&value=Y` | 200 with the field X: Y; body `set\n`, or `refused: ERROR\n` when the host refuses the field |
 //! | anything else | 404 `no such probe\n` |
 //!
 //! A missing or malformed parameter answers 400 `bad request: REASON\n`.
@@ -97,6 +100,22 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                     OutgoingBody::finish(body, None).expect("finish body");
                 }
                 Err(e) => bad_request(out, &e),
+            },
+            "headers" => match param_u64(&query, "count") {
+                Ok(count) => many_headers(out, count),
+                Err(e) => bad_request(out, &e),
+            },
+            "declared" => match (
+                param_u64(&query, "length"),
+                param_u64(&query, "bytes"),
+                param_u64(&query, "finish"),
+            ) {
+                (Ok(length), Ok(bytes), Ok(finish)) => declared(out, length, bytes, finish == 1),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => bad_request(out, &e),
+            },
+            "header" => match (param(&query, "name"), param(&query, "value")) {
+                (Some(name), Some(value)) => one_header(out, &name, &value),
+                _ => bad_request(out, "missing name or value"),
             },
             _ => respond(out, 404, b"no such probe\n"),
         }
@@ -228,6 +247,52 @@ fn big(out: ResponseOutparam, mut n: u64) {
         }
         n -= len as u64;
     }
+    finish(body, stream);
+}
+
+/// Sets `count` distinct fields, stopping at the first the host refuses (its size limit).
+fn many_headers(out: ResponseOutparam, count: u64) {
+    let headers = text_headers();
+    let mut appended = 0u64;
+    for i in 0..count {
+        if headers.append(&format!("x-h{i}"), b"v").is_err() {
+            break;
+        }
+        appended += 1;
+    }
+    let body = start(out, 200, headers);
+    let mut stream = body.write().expect("stream taken once");
+    let _ = stream.write_all(format!("appended {appended}\n").as_bytes());
+    finish(body, stream);
+}
+
+/// A response whose `content-length` says `length` while `bytes` are written.
+fn declared(out: ResponseOutparam, length: u64, bytes: u64, finish_body: bool) {
+    let headers = text_headers();
+    headers
+        .append("content-length", length.to_string().as_bytes())
+        .expect("content-length is allowed");
+    let body = start(out, 200, headers);
+    let mut stream = body.write().expect("stream taken once");
+    // The host refuses writes past the declared length: stop at the first refusal.
+    let _ = stream.write_all(&vec![b'x'; bytes as usize]);
+    let _ = stream.flush();
+    drop(stream);
+    if finish_body {
+        let _ = OutgoingBody::finish(body, None);
+    }
+    // Otherwise the body is dropped unfinished.
+}
+
+fn one_header(out: ResponseOutparam, name: &str, value: &str) {
+    let headers = text_headers();
+    let text = match headers.append(name, value.as_bytes()) {
+        Ok(()) => "set\n".to_string(),
+        Err(e) => format!("refused: {e:?}\n"),
+    };
+    let body = start(out, 200, headers);
+    let mut stream = body.write().expect("stream taken once");
+    let _ = stream.write_all(text.as_bytes());
     finish(body, stream);
 }
 
