@@ -3,7 +3,7 @@
 //! response body collected), without sockets. Reports each function's size, its compile
 //! (deploy) time, and the request's p50/p99/mean in microseconds.
 //!
-//! Run: `cargo bench -p wedge-gateway --bench instantiate` (after scripts/build-guests.sh).
+//! Run: `cargo bench -p wedge-trigger-http --bench instantiate` (after scripts/build-guests.sh).
 //! Options: `ITERATIONS` (default 20000), `GUESTS` (default target/guests),
 //! `FUNCTIONS=LABEL=FILE,...` (files relative to `GUESTS`; default: the Rust and C hellos, and
 //! the JavaScript, Python and C-component hellos of docs/languages.md), `COLD_KIB=N` (before
@@ -18,14 +18,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 
-use wedge_capabilities::http_outbound::OutboundPolicy;
-// A benchmark may name the embedded backends; the gateway's own code never does.
+use wedge_capabilities::http_outbound::OutboundOffer;
+// A benchmark may name the embedded backends; the host's own code never does.
 use wedge_capabilities::key_value::{KeyValueLimits, KeyValueStores, sqlite::SqliteKeyValue};
+use wedge_capabilities::names::Scope;
 use wedge_capabilities::sql::{SqlDatabases, SqlLimits, sqlite::SqliteSql};
 use wedge_engine::WedgeEngine;
 use wedge_engine::program::Loader;
-use wedge_gateway::server::engine_options;
-use wedge_gateway::{Function, FunctionSpec, Gateway, GatewayLimits, StateServices};
+use wedge_host::{
+    Function, FunctionSpec, GrantConfig, Host, HostLimits, Services, Trigger, TriggerSpec,
+    serving_engine_options,
+};
+use wedge_trigger_http::{Gateway, GatewayLimits};
 
 fn main() {
     let guests = std::env::var_os("GUESTS")
@@ -69,40 +73,40 @@ fn main() {
         let path = guests.join(&file);
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-guests.sh)", path.display()));
-        let limits = GatewayLimits::default();
-        let engine = WedgeEngine::new(engine_options(&limits, 128 << 20)).expect("engine");
+        let limits = HostLimits::default();
+        let engine = WedgeEngine::new(serving_engine_options(&limits, 128 << 20)).expect("engine");
         // What a deploy pays once: Cranelift compiles the whole program (no cache here).
         let compile_started = Instant::now();
         let (program, _) = Loader::new(&engine, None).load(&bytes).expect("compile");
         let compile = compile_started.elapsed();
         let spec = FunctionSpec {
             name: "bench".into(),
-            route: "/".into(),
             kind: None,
-            env: Vec::new(),
-            files: Vec::new(),
-            outbound: OutboundPolicy::default(),
+            triggers: vec![TriggerSpec::Http { route: "/".into() }],
             timeout: Duration::from_secs(30),
             max_memory: 128 << 20,
             max_concurrency: None,
-            state_scope: "bench".into(),
-            key_value_stores: Vec::new(),
-            sql_databases: Vec::new(),
+            scope: Scope::new("bench").expect("scope"),
+            grants: GrantConfig::default(),
         };
         // No stores are granted: the services are only there to link against.
         let state_dir = std::env::temp_dir().join("wedge-bench-state");
-        let services = StateServices {
-            key_value: Arc::new(KeyValueStores::new(
+        let services = Services {
+            wasi: (),
+            http: OutboundOffer { offered: true },
+            key_value: Some(Arc::new(KeyValueStores::new(
                 Arc::new(SqliteKeyValue::new(state_dir.clone())),
                 KeyValueLimits::default(),
-            )),
-            sql: Arc::new(SqlDatabases::new(
+            ))),
+            sql: Some(Arc::new(SqlDatabases::new(
                 Arc::new(SqliteSql::new(state_dir)),
                 SqlLimits::default(),
-            )),
+            ))),
         };
         let function = Function::load(&engine, spec, program, &services).expect("load function");
-        let gateway = Gateway::new(engine, vec![Arc::new(function)], limits);
+        let host = Host::new(engine, services, limits);
+        let gateway = Gateway::new(host, GatewayLimits::default());
+        gateway.publish(&[Arc::new(function)]);
         let address: SocketAddr = "127.0.0.1:3000".parse().expect("address");
 
         let samples = runtime.block_on(async {

@@ -199,6 +199,67 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
+/// Whether the node offers outbound HTTP: `wedge serve` does, `wedge run` does not (it
+/// grants no network).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboundOffer {
+    pub offered: bool,
+}
+
+/// Outbound HTTP as a capability: the allow-list is the grant; each instance gets hooks that
+/// check it (and name the function and request in the log of a denial).
+pub struct OutboundHttp;
+
+/// One instance's `wasi:http` state: wasmtime-wasi-http's context and wedge's hooks.
+pub struct OutboundHttpState {
+    pub ctx: wasmtime_wasi_http::WasiHttpCtx,
+    pub hooks: OutboundHooks,
+}
+
+impl crate::Capability for OutboundHttp {
+    type Config = OutboundPolicy;
+    type Services = OutboundOffer;
+    type Grant = Arc<OutboundPolicy>;
+    type ComponentState = OutboundHttpState;
+    type ModuleState = ();
+
+    const COMPONENT_IMPORTS: &'static [&'static str] = &["wasi:http/"];
+    const MODULE_IMPORTS: &'static [&'static str] = &[];
+
+    fn offered(services: &OutboundOffer) -> bool {
+        services.offered
+    }
+
+    fn prepare(
+        config: &OutboundPolicy,
+        _: &OutboundOffer,
+        _: crate::FunctionIdentity<'_>,
+    ) -> Result<Arc<OutboundPolicy>, crate::GrantError> {
+        Ok(Arc::new(config.clone()))
+    }
+
+    fn component_state(
+        grant: &Arc<OutboundPolicy>,
+        instance: &crate::InstanceInfo<'_>,
+    ) -> Result<OutboundHttpState, crate::InstanceError> {
+        Ok(OutboundHttpState {
+            ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: OutboundHooks::new(
+                grant.clone(),
+                instance.function.clone(),
+                instance.request_id.clone(),
+            ),
+        })
+    }
+
+    fn module_state(
+        _: &Arc<OutboundPolicy>,
+        _: &crate::InstanceInfo<'_>,
+    ) -> Result<(), crate::InstanceError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

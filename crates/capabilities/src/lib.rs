@@ -8,11 +8,14 @@
 //! outbound HTTP, key-value (`wasi:keyvalue`) and SQL (`wedge:sql`), each with its backends as
 //! submodules; and the runtime that server backends' connections live on.
 
+pub mod capability;
 pub mod wasi;
 
-pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
+pub use capability::{Capability, FunctionIdentity, GrantError, InstanceError, InstanceInfo};
+pub use wasi::{Preopen, WasiError, import_hint};
 pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
+pub mod names;
 pub mod sql;
 mod sqlite_size;

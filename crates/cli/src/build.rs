@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow};
 use wedge_control::AppManifest;
 use wedge_control::manifest::{ManifestFunction, Sources};
 use wedge_engine::program::{InputFormat, ProgramKind, describe_bytes, detect};
-use wedge_gateway::FunctionKind;
+use wedge_host::FunctionKind;
 
 use crate::exit::{Failure, Status, WithStatus};
 

@@ -5,19 +5,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::anyhow;
-use wasmtime::component::ResourceTable;
+use anyhow::{Context, anyhow};
 use wasmtime::{Linker, Store, Val};
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
-use wedge_capabilities::wasi::{self, Preopen, WasiGrants};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wedge_capabilities::wasi::{self, GuestIo, GuestOutput, GuestStdin, Preopen, WasiConfig};
 use wedge_engine::cache::ArtifactCache;
 use wedge_engine::limits::{GuestLimiter, Limits};
 use wedge_engine::outcome::GuestFailure;
 use wedge_engine::program::{self, LoadSource, Loader};
 use wedge_engine::units::{self, format_size};
-use wedge_engine::{EngineOptions, Program, WedgeEngine, invoke};
+use wedge_engine::{EngineOptions, Program, ProgramKind, WedgeEngine, invoke};
+use wedge_host::command::Command;
+use wedge_host::{ComponentState, ModuleState};
 
 use crate::exit::{Failure, Status, WithStatus};
 use crate::input::{load_failure, read_program};
@@ -76,7 +76,7 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let bytes = read_program(&args.file)?;
-    let grants = grants(&args)?;
+    let (wasi, io) = grants(&args)?;
     let limits = Limits {
         max_memory: args.max_memory,
         fuel: args.fuel,
@@ -110,13 +110,20 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         path: &args.file,
         engine: &engine,
         limits: &limits,
+        io: &io,
     };
+    // The host links every capability async; a command runs on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .status(Status::Internal)?;
     if let Some(timeout) = limits.timeout {
         arm_deadline(timeout, args.file.display().to_string());
     }
     match program {
         Program::Module(module) => {
-            guest.run_module(&module, grants, args.invoke.as_deref(), &args.args)
+            runtime.block_on(guest.run_module(&module, wasi, args.invoke.as_deref(), &args.args))
         }
         Program::Component(component) => {
             if args.invoke.is_some() {
@@ -128,13 +135,14 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
                     ),
                 ));
             }
-            guest.run_component(&component, grants)
+            runtime.block_on(guest.run_component(&component, wasi))
         }
     }
 }
 
-/// argv, environment and directories from the flags. Nothing else is granted.
-fn grants(args: &RunArgs) -> Result<WasiGrants, Failure> {
+/// argv, environment and directories from the flags, and the host's own standard streams.
+/// Nothing else is granted.
+fn grants(args: &RunArgs) -> Result<(WasiConfig, GuestIo), Failure> {
     let mut env: Vec<(String, String)> = Vec::new();
     if args.env_inherit {
         env.extend(std::env::vars());
@@ -177,12 +185,16 @@ fn grants(args: &RunArgs) -> Result<WasiGrants, Failure> {
     }
     let mut argv = vec![args.file.display().to_string()];
     argv.extend(args.args.iter().cloned());
-    Ok(WasiGrants {
-        args: argv,
-        env,
-        preopens,
-        inherit_stdio: true,
-    })
+    Ok((
+        WasiConfig { env, preopens },
+        GuestIo {
+            args: argv,
+            env: Vec::new(),
+            stdin: GuestStdin::Inherit,
+            stdout: GuestOutput::Inherit,
+            stderr: GuestOutput::Inherit,
+        },
+    ))
 }
 
 /// Starts the wall-clock deadline: a watchdog thread that ends the process with the timeout
@@ -210,26 +222,7 @@ struct Guest<'a> {
     path: &'a Path,
     engine: &'a WedgeEngine,
     limits: &'a Limits,
-}
-
-struct ModuleState {
-    wasi: WasiP1Ctx,
-    limiter: GuestLimiter,
-}
-
-struct ComponentState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: GuestLimiter,
-}
-
-impl WasiView for ComponentState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
+    io: &'a GuestIo,
 }
 
 impl Guest<'_> {
@@ -257,10 +250,14 @@ impl Guest<'_> {
         Ok(())
     }
 
-    fn run_module(
+    fn command(&self, kind: ProgramKind, wasi: WasiConfig) -> Result<Command, Failure> {
+        Command::new(&self.name(), kind, wasi).status(Status::Usage)
+    }
+
+    async fn run_module(
         &self,
         module: &wasmtime::Module,
-        grants: WasiGrants,
+        wasi: WasiConfig,
         invoke: Option<&str>,
         args: &[String],
     ) -> Result<u8, Failure> {
@@ -282,16 +279,14 @@ impl Guest<'_> {
             None => None,
         };
 
-        let mut linker: Linker<ModuleState> = Linker::new(self.engine.engine());
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state| &mut state.wasi)
+        let command = self.command(ProgramKind::Module, wasi)?;
+        let linker: Linker<ModuleState> = command
+            .module_linker(self.engine.engine())
             .map_err(|e| anyhow!("{e}"))
             .status(Status::Internal)?;
-        let state = ModuleState {
-            wasi: grants.build_p1().status(Status::Usage)?,
-            limiter: GuestLimiter::new(self.limits),
-        };
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|state| &mut state.limiter);
+        let mut store = command
+            .module_store(self.engine.engine(), self.io, self.limits)
+            .status(Status::Usage)?;
         self.limit_store(&mut store)?;
 
         let pre = match linker.instantiate_pre(module) {
@@ -299,7 +294,8 @@ impl Guest<'_> {
             Err(error) => return Err(self.module_link_failure(module, &linker, &mut store, error)),
         };
         let instance = pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|error| self.instantiation_failure(&store, error))?;
 
         let Some((name, (ty, params))) = call else {
@@ -318,7 +314,7 @@ impl Guest<'_> {
                     ),
                 ));
             };
-            return match start.call(&mut store, &[], &mut []) {
+            return match start.call_async(&mut store, &[], &mut []).await {
                 Ok(()) => Ok(0),
                 Err(error) => self.guest_failure(error, &store),
             };
@@ -326,7 +322,7 @@ impl Guest<'_> {
 
         // A reactor is initialised before any of its exports is called.
         if let Some(init) = instance.get_func(&mut store, "_initialize")
-            && let Err(error) = init.call(&mut store, &[], &mut [])
+            && let Err(error) = init.call_async(&mut store, &[], &mut []).await
         {
             return self.guest_failure(error, &store);
         }
@@ -335,7 +331,7 @@ impl Guest<'_> {
             .ok_or_else(|| anyhow!("the export `{name}` vanished after instantiation"))
             .status(Status::Internal)?;
         let mut results = vec![Val::I32(0); ty.results().len()];
-        if let Err(error) = func.call(&mut store, &params, &mut results) {
+        if let Err(error) = func.call_async(&mut store, &params, &mut results).await {
             return self.guest_failure(error, &store);
         }
         let mut stdout = std::io::stdout().lock();
@@ -347,10 +343,10 @@ impl Guest<'_> {
         Ok(0)
     }
 
-    fn run_component(
+    async fn run_component(
         &self,
         component: &wasmtime::component::Component,
-        grants: WasiGrants,
+        wasi: WasiConfig,
     ) -> Result<u8, Failure> {
         // An HTTP handler imports wasi:http, which `run` does not link: say what it is before
         // linking would report the first missing import.
@@ -367,22 +363,19 @@ impl Guest<'_> {
                 ),
             ));
         }
-        let mut linker = wasmtime::component::Linker::<ComponentState>::new(self.engine.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        let command = self.command(ProgramKind::Component, wasi)?;
+        let linker = command
+            .component_linker(self.engine.engine())
             .map_err(|e| anyhow!("{e}"))
             .status(Status::Internal)?;
-        let state = ComponentState {
-            wasi: grants.build_p2().status(Status::Usage)?,
-            table: ResourceTable::new(),
-            limiter: GuestLimiter::new(self.limits),
-        };
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|state| &mut state.limiter);
+        let mut store = command
+            .component_store(self.engine.engine(), self.io, self.limits)
+            .status(Status::Usage)?;
         self.limit_store(&mut store)?;
 
         let pre = linker
             .instantiate_pre(component)
-            .map_err(|error| self.component_link_failure(component, error))?;
+            .map_err(|error| self.component_link_failure(&command, component, error))?;
         let command_pre = CommandPre::new(pre).map_err(|_| {
             let engine = self.engine.engine();
             let exports: Vec<String> = component
@@ -399,10 +392,11 @@ impl Guest<'_> {
                 ),
             )
         })?;
-        let command = command_pre
-            .instantiate(&mut store)
+        let instance = command_pre
+            .instantiate_async(&mut store)
+            .await
             .map_err(|error| self.instantiation_failure(&store, error))?;
-        match command.wasi_cli_run().call_run(&mut store) {
+        match instance.wasi_cli_run().call_run(&mut store).await {
             Ok(Ok(())) => Ok(0),
             // `wasi:cli/run` returned its error variant: the program's way of failing.
             Ok(Err(())) => Ok(1),
@@ -509,6 +503,7 @@ impl Guest<'_> {
     /// Linking a component failed: name the first import outside the provided WASI packages.
     fn component_link_failure(
         &self,
+        command: &Command,
         component: &wasmtime::component::Component,
         error: wasmtime::Error,
     ) -> Failure {
@@ -516,7 +511,7 @@ impl Guest<'_> {
         let ty = component.component_type();
         if let Some((name, _)) = ty
             .imports(engine)
-            .find(|(name, _)| !wasi::is_provided_p2_import(name))
+            .find(|(name, _)| !command.provides_component_import(name))
         {
             return missing_import(&self.name(), name, "", "interface");
         }
@@ -537,13 +532,13 @@ trait HasLimiter {
 
 impl HasLimiter for ModuleState {
     fn limiter(&self) -> &GuestLimiter {
-        &self.limiter
+        ModuleState::limiter(self)
     }
 }
 
 impl HasLimiter for ComponentState {
     fn limiter(&self) -> &GuestLimiter {
-        &self.limiter
+        ComponentState::limiter(self)
     }
 }
 

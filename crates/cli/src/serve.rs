@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use wedge_control::AppManifest;
+use wedge_control::api::{ApiFuture as DeployApiFuture, ApiRequest as DeployApiRequest};
 use wedge_control::api::{DeployApi, PREFIX};
 use wedge_control::plane::{AppFunctions, ControlPlane, RestoreError};
 use wedge_control::runtime_config::RuntimeConfig;
@@ -18,7 +19,8 @@ use wedge_control::token::{ApiToken, TokenOrigin};
 use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{LoadError, Loader};
 use wedge_engine::{WedgeEngine, units};
-use wedge_gateway::{Function, Gateway, GatewayLimits, LoadFunctionError};
+use wedge_host::{Function, Host, HostLimits, LoadFunctionError, Trigger};
+use wedge_trigger_http::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};
 
 use crate::exit::{Failure, Status, WithStatus};
 
@@ -159,9 +161,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         ),
         None => ApiToken::load_or_create(&data_dir).status(Status::Internal)?,
     };
-    let limits = GatewayLimits {
+    let host_limits = HostLimits {
         max_concurrency: args.max_concurrency,
         max_body_size: args.max_body_size,
+        ..HostLimits::default()
+    };
+    let gateway_limits = GatewayLimits {
         header_timeout: args.header_timeout,
         shutdown_timeout: args.shutdown_timeout,
         ..GatewayLimits::default()
@@ -174,11 +179,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .iter()
         .map(|f| f.spec.max_memory)
         .fold(args.max_function_memory, u64::max);
-    let engine = WedgeEngine::new(wedge_gateway::server::engine_options(
-        &limits,
+    let engine = WedgeEngine::new(wedge_host::serving_engine_options(
+        &host_limits,
         largest_memory,
     ))
     .status(Status::Internal)?;
+    let host = Host::new(engine, services, host_limits);
     let cache = match &args.data {
         Some(dir) => Some(ArtifactCache::new(dir.join("cache"))),
         None => ArtifactCache::default_dir().map(ArtifactCache::new),
@@ -207,20 +213,20 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 ),
             ));
         }
-        let (program, _) = Loader::new(&engine, cache.as_ref())
+        let (program, _) = Loader::new(host.engine(), cache.as_ref())
             .with_source_path(&entry.source)
             .load(&bytes)
             .map_err(|error| load_failure(&where_, error))?;
-        let function =
-            Function::load(&engine, entry.spec.clone(), program, &services).map_err(|error| {
+        let function = Function::load(host.engine(), entry.spec.clone(), program, host.services())
+            .map_err(|error| {
                 let status = match error {
                     LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
                         Status::MissingImport
                     }
-                    LoadFunctionError::StateNeedsComponent { .. } => Status::Config,
+                    LoadFunctionError::Grant(_) => Status::Config,
                     _ => Status::BadProgram,
                 };
-                Failure::new(status, anyhow!("{where_}: {error}"))
+                Failure::new(status, anyhow::Error::new(error).context(where_.clone()))
             })?;
         functions.push(Arc::new(function));
     }
@@ -235,37 +241,30 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (sockets, local) = bind_listeners(args.listen, workers)
         .with_context(|| format!("cannot listen on {}", args.listen))
         .status(Status::Internal)?;
-    let gateway = Gateway::new(engine.clone(), Vec::new(), limits);
+    let gateway = Gateway::new(host.clone(), gateway_limits);
     let app = AppFunctions {
         manifest: manifest.as_ref().map(|m| m.path.clone()),
         functions,
     };
-    let plane = ControlPlane::start(
-        engine,
-        cache,
-        gateway.clone(),
-        app,
-        store,
-        args.max_function_memory,
-        services,
-    )
-    .map_err(|error| {
-        let status = match error {
-            RestoreError::Store(StoreError::InUse { .. }) | RestoreError::Store(_) => {
-                Status::Internal
-            }
-            _ => Status::Config,
-        };
-        Failure::new(status, anyhow!(error))
-    })?;
+    let triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone()];
+    let plane = ControlPlane::start(host, cache, triggers, app, store, args.max_function_memory)
+        .map_err(|error| {
+            let status = match error {
+                RestoreError::Store(StoreError::InUse { .. }) | RestoreError::Store(_) => {
+                    Status::Internal
+                }
+                _ => Status::Config,
+            };
+            Failure::new(status, anyhow!(error))
+        })?;
     let token_path = token.path().to_path_buf();
     let (closing, closing_signal) = tokio::sync::watch::channel(false);
-    gateway.mount_api(Arc::new(DeployApi::new(
+    gateway.mount_api(Arc::new(MountedApi(DeployApi::new(
         plane,
         token,
         args.max_upload_size,
         closing_signal,
-    )));
+    ))));
     print_urls(&gateway, local, &data_dir, token_path, token_origin);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -341,6 +340,17 @@ fn bind_listeners(
     Ok((listeners, local))
 }
 
+/// The deploy API (wedge-control) mounted on the HTTP trigger's `/_wedge/api/`.
+struct MountedApi(DeployApi);
+
+impl ApiHandler for MountedApi {
+    fn handle(&self, request: ApiRequest, request_id: String) -> ApiFuture {
+        let request: DeployApiRequest = request;
+        let future: DeployApiFuture = self.0.handle(request, request_id);
+        future
+    }
+}
+
 fn load_failure(where_: &str, error: LoadError) -> Failure {
     Failure::new(Status::BadProgram, anyhow!("{where_}: {error}"))
 }
@@ -354,19 +364,19 @@ fn print_urls(
 ) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let count = gateway.functions().len();
+    let mut routes = gateway.routes();
+    let count = routes.len();
     let _ = writeln!(
         out,
         "wedge: serving {count} function{} on http://{local}",
         if count == 1 { "" } else { "s" }
     );
-    let mut functions = gateway.functions();
-    functions.sort_by(|a, b| a.spec.route.cmp(&b.spec.route));
-    for function in functions {
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (route, function) in routes {
         let _ = writeln!(
             out,
-            "  {:<20} {:<5} http://{local}{}",
-            function.spec.name, function.kind, function.spec.route
+            "  {:<20} {:<5} http://{local}{route}",
+            function.spec.name, function.kind
         );
     }
     let _ = writeln!(

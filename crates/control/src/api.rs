@@ -21,9 +21,14 @@ use hyper::body::Frame;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
-use wedge_gateway::logs::LogLine;
-use wedge_gateway::time::rfc3339_seconds;
-use wedge_gateway::{ApiFuture, ApiHandler, ApiRequest, Body, BodyError, REQUEST_ID_HEADER};
+use wedge_host::logs::LogLine;
+use wedge_host::time::rfc3339_seconds;
+use wedge_host::{Body, BodyError, REQUEST_ID_HEADER};
+
+/// A request to the deploy API, its body in the host's boxed body type.
+pub type ApiRequest = hyper::Request<Body>;
+/// The deploy API's answer to one request.
+pub type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
 
 use crate::config::FunctionConfig;
 use crate::multipart;
@@ -68,8 +73,9 @@ impl DeployApi {
     }
 }
 
-impl ApiHandler for DeployApi {
-    fn handle(&self, request: ApiRequest, request_id: String) -> ApiFuture {
+impl DeployApi {
+    /// Answers one request under [`PREFIX`] (the HTTP trigger mounts this).
+    pub fn handle(&self, request: ApiRequest, request_id: String) -> ApiFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
             let method = request.method().clone();
@@ -137,14 +143,14 @@ impl From<DeployError> for ApiError {
     fn from(error: DeployError) -> Self {
         let status =
             StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, error.code(), error.to_string())
+        Self::new(status, error.code(), error.detail())
     }
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
     text.push('\n');
-    let mut response = Response::new(wedge_gateway::response::full(text));
+    let mut response = Response::new(wedge_host::response::full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -370,7 +376,7 @@ impl Inner {
                 self.closing.clone(),
             ))
         } else {
-            Response::new(wedge_gateway::response::full(text))
+            Response::new(wedge_host::response::full(text))
         };
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wedge_capabilities::Preopen;
 use wedge_capabilities::http_outbound::OutboundPolicy;
+use wedge_capabilities::names::{Scope, StateName};
+use wedge_capabilities::wasi::WasiConfig;
 use wedge_engine::units;
-use wedge_gateway::{FunctionKind, FunctionSpec};
+use wedge_host::{FunctionKind, FunctionSpec, GrantConfig, TriggerSpec};
 
 /// Defaults for keys a function may leave out.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,12 +57,14 @@ pub enum StateScope {
 }
 
 impl StateScope {
-    /// The scope's name for function `name`: `app`, or `fn-NAME` (the two cannot collide).
-    pub fn name_for(self, name: &str) -> String {
-        match self {
+    /// The scope of function `name` (a valid function name): `app`, or `fn-NAME` (the two
+    /// cannot collide).
+    pub fn of(self, name: &str) -> Result<Scope, KeyError> {
+        let scope = match self {
             StateScope::App => "app".to_string(),
             StateScope::Deployed => format!("fn-{name}"),
-        }
+        };
+        Scope::new(&scope).map_err(|error| key_error("name", error.to_string()))
     }
 }
 
@@ -139,38 +143,46 @@ impl FunctionConfig {
                 ));
             }
         };
-        let key_value_stores = state_names("key_value_stores", &self.key_value_stores)?;
-        let sql_databases = state_names("sql_databases", &self.sql_databases)?;
+        let key_value_stores = state_names("key_value_stores", "store", &self.key_value_stores)?;
+        let sql_databases = state_names("sql_databases", "database", &self.sql_databases)?;
         Ok(FunctionSpec {
-            state_scope: scope.name_for(name),
-            key_value_stores,
-            sql_databases,
+            scope: scope.of(name)?,
             name: name.to_string(),
-            route,
             kind,
-            env: self
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            files,
-            outbound,
+            triggers: vec![TriggerSpec::Http { route }],
             timeout,
             max_memory,
             max_concurrency,
+            grants: GrantConfig {
+                wasi: WasiConfig {
+                    env: self
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    preopens: files,
+                },
+                http: outbound,
+                key_value: key_value_stores,
+                sql: sql_databases,
+            },
         })
     }
 }
 
 /// Granted store or database names: plain (they become file names and Redis keys), each once.
-fn state_names(key: &'static str, names: &[String]) -> Result<Vec<String>, KeyError> {
-    let mut checked: Vec<String> = Vec::with_capacity(names.len());
+fn state_names(
+    key: &'static str,
+    what: &'static str,
+    names: &[String],
+) -> Result<Vec<StateName>, KeyError> {
+    let mut checked: Vec<StateName> = Vec::with_capacity(names.len());
     for name in names {
-        crate::runtime_config::check_state_name(name).map_err(|problem| key_error(key, problem))?;
-        if checked.contains(name) {
+        let name = StateName::new(what, name).map_err(|error| key_error(key, error.to_string()))?;
+        if checked.contains(&name) {
             return Err(key_error(key, format!("`{name}` is listed twice")));
         }
-        checked.push(name.clone());
+        checked.push(name);
     }
     Ok(checked)
 }
@@ -247,11 +259,11 @@ mod tests {
         let spec = FunctionConfig::default()
             .to_spec("hello", Vec::new(), StateScope::Deployed)
             .unwrap();
-        assert_eq!(spec.route, "/hello");
+        assert_eq!(spec.route(), Some("/hello"));
         assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
         assert_eq!(spec.max_memory, DEFAULT_MAX_MEMORY);
-        assert_eq!(spec.state_scope, "fn-hello");
-        assert!(spec.key_value_stores.is_empty() && spec.sql_databases.is_empty());
+        assert_eq!(spec.scope.as_str(), "fn-hello");
+        assert!(spec.grants.key_value.is_empty() && spec.grants.sql.is_empty());
     }
 
     #[test]
@@ -262,9 +274,10 @@ mod tests {
             ..FunctionConfig::default()
         };
         let spec = config.to_spec("a", Vec::new(), StateScope::App).unwrap();
-        assert_eq!(spec.key_value_stores, ["default", "sessions"]);
-        assert_eq!(spec.sql_databases, ["orders"]);
-        assert_eq!(spec.state_scope, "app");
+        let names = |list: &[StateName]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&spec.grants.key_value), ["default", "sessions"]);
+        assert_eq!(names(&spec.grants.sql), ["orders"]);
+        assert_eq!(spec.scope.as_str(), "app");
         let twice = FunctionConfig {
             key_value_stores: vec!["a".into(), "a".into()],
             ..FunctionConfig::default()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use wedge_capabilities::Preopen;
-use wedge_gateway::FunctionSpec;
+use wedge_host::FunctionSpec;
 
 use crate::config::{self, FunctionConfig};
 pub use crate::config::{DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT};
@@ -156,11 +156,12 @@ impl AppManifest {
             }
             if let Some(other) = functions
                 .iter()
-                .find(|f| f.spec.route == function.spec.route)
+                .find(|f| f.spec.route() == function.spec.route())
             {
                 return Err(fail(format!(
                     "key `route`: `{}` is already the route of function `{}`; give each function its own route",
-                    function.spec.route, other.spec.name
+                    function.spec.route().unwrap_or_default(),
+                    other.spec.name
                 )));
             }
             functions.push(function);
@@ -278,7 +279,7 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
 mod tests {
     use super::*;
     use std::time::Duration;
-    use wedge_gateway::FunctionKind;
+    use wedge_host::FunctionKind;
 
     fn parse(text: &str) -> Result<AppManifest, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -306,12 +307,12 @@ mod tests {
         )
         .unwrap();
         let f = &app.functions[0].spec;
-        assert_eq!(f.route, "/hello");
+        assert_eq!(f.route(), Some("/hello"));
         assert_eq!(f.kind, Some(FunctionKind::Http));
         assert_eq!(f.timeout, Duration::from_secs(5));
         assert_eq!(f.max_memory, 64 << 20);
         assert_eq!(f.max_concurrency, Some(100));
-        assert_eq!(f.files[0].guest, "/static");
+        assert_eq!(f.grants.wasi.preopens[0].guest, "/static");
     }
 
     #[test]

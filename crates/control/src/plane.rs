@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use wedge_engine::Program;
 use wedge_engine::cache::ArtifactCache;
-use wedge_engine::program::{self, InputFormat, LoadError, Loader};
-use wedge_engine::{Program, WedgeEngine};
-use wedge_gateway::{Function, FunctionSpec, Gateway, LoadFunctionError, StateServices};
+use wedge_engine::program::{self, InputFormat, LoadError, Loader, describe_chain};
+use wedge_host::{Function, FunctionSpec, Host, LoadFunctionError, Trigger};
 
 use crate::config::{FunctionConfig, KeyError};
 use crate::store::{FunctionStore, StoreError, StoredFunction, StoredVersion};
@@ -33,16 +33,20 @@ pub struct AppFunctions {
 /// error code (docs/api.md).
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("{0}")]
+    #[error(transparent)]
     InvalidConfig(KeyError),
-    #[error("the upload is not a usable function: {0}")]
-    NotWasm(String),
-    #[error("the upload is not a usable function: {0}")]
-    BadProgram(String),
-    #[error("the upload is not a function wedge can serve: {0}")]
-    WrongKind(String),
-    #[error("it imports something its grants do not provide: {0}")]
-    MissingImport(String),
+    #[error("the upload is not a usable function")]
+    NotWasm(#[source] LoadError),
+    #[error("the upload is not a usable function")]
+    BadProgram(#[source] LoadError),
+    #[error(
+        "the upload is not a usable function: it is a compiled .cwasm artifact; upload the .wasm itself (wedge compiles it)"
+    )]
+    CompiledArtifact,
+    #[error("the upload is not a function wedge can serve")]
+    WrongKind(#[source] LoadFunctionError),
+    #[error("it imports something its grants do not provide")]
+    MissingImport(#[source] LoadFunctionError),
     #[error(
         "the name `{name}` belongs to a function of the app manifest `{}`; choose another name, or remove it from the manifest", manifest.display()
     )]
@@ -65,10 +69,14 @@ pub enum DeployError {
     UnknownVersion { name: String, version: u64 },
     #[error("function `{name}` has no version before {current} to roll back to")]
     NoEarlierVersion { name: String, current: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Internal(String),
+    /// The compiled code could not be stored (a deploy is acknowledged only with it on disk).
+    #[error("the compiled code could not be stored")]
+    Cache(#[source] LoadError),
+    /// At start-up: the program this version shares with others failed to load.
+    #[error("its program failed to load")]
+    SharedProgram(#[source] Arc<DeployError>),
 }
 
 impl DeployError {
@@ -78,6 +86,7 @@ impl DeployError {
             DeployError::InvalidConfig(_) => 400,
             DeployError::NotWasm(_)
             | DeployError::BadProgram(_)
+            | DeployError::CompiledArtifact
             | DeployError::WrongKind(_)
             | DeployError::MissingImport(_) => 422,
             DeployError::NameInManifest { .. }
@@ -85,7 +94,7 @@ impl DeployError {
             | DeployError::ManagedByManifest { .. }
             | DeployError::NoEarlierVersion { .. } => 409,
             DeployError::UnknownFunction(_) | DeployError::UnknownVersion { .. } => 404,
-            DeployError::Store(_) | DeployError::Internal(_) => 500,
+            DeployError::Store(_) | DeployError::Cache(_) | DeployError::SharedProgram(_) => 500,
         }
     }
 
@@ -94,7 +103,7 @@ impl DeployError {
         match self {
             DeployError::InvalidConfig(_) => "invalid_config",
             DeployError::NotWasm(_) => "not_wasm",
-            DeployError::BadProgram(_) => "invalid_wasm",
+            DeployError::BadProgram(_) | DeployError::CompiledArtifact => "invalid_wasm",
             DeployError::WrongKind(_) => "wrong_kind",
             DeployError::MissingImport(_) => "import_not_granted",
             DeployError::NameInManifest { .. } => "name_in_manifest",
@@ -104,8 +113,13 @@ impl DeployError {
             DeployError::UnknownVersion { .. } => "unknown_version",
             DeployError::NoEarlierVersion { .. } => "no_earlier_version",
             DeployError::Store(_) => "storage_failed",
-            DeployError::Internal(_) => "internal",
+            DeployError::Cache(_) | DeployError::SharedProgram(_) => "internal",
         }
+    }
+
+    /// The message and its causes in one line, as the API's `detail` and the log show it.
+    pub fn detail(&self) -> String {
+        describe_chain(self)
     }
 }
 
@@ -188,14 +202,14 @@ struct State {
 }
 
 pub struct ControlPlane {
-    engine: WedgeEngine,
+    /// The engine and the services deployed functions are loaded against.
+    host: Arc<Host>,
     cache: Option<ArtifactCache>,
-    gateway: Arc<Gateway>,
+    /// Every way calls reach functions: each gets the whole served set after each change.
+    triggers: Vec<Arc<dyn Trigger>>,
     app: AppFunctions,
     /// The node's limit on a function's `max_memory` (the pooling allocator's slot size).
     max_memory: u64,
-    /// The key-value stores and SQL databases deployed functions are linked to.
-    services: StateServices,
     state: Mutex<State>,
 }
 
@@ -204,13 +218,12 @@ impl ControlPlane {
     /// distinct binary compiled or loaded from the cache once), checks them against the
     /// app's, and publishes app and deployed functions together.
     pub fn start(
-        engine: WedgeEngine,
+        host: Arc<Host>,
         cache: Option<ArtifactCache>,
-        gateway: Arc<Gateway>,
+        triggers: Vec<Arc<dyn Trigger>>,
         app: AppFunctions,
         store: FunctionStore,
         max_memory: u64,
-        services: StateServices,
     ) -> Result<Arc<Self>, RestoreError> {
         let stored = store.list()?;
         for function in &stored {
@@ -224,12 +237,11 @@ impl ControlPlane {
             }
         }
         let plane = Self {
-            engine,
+            host,
             cache,
-            gateway,
+            triggers,
             app,
             max_memory,
-            services,
             state: Mutex::new(State {
                 store,
                 deployed: BTreeMap::new(),
@@ -246,10 +258,10 @@ impl ControlPlane {
                             .app
                             .functions
                             .iter()
-                            .find(|f| f.spec.route == deployed.function.spec.route)
+                            .find(|f| f.spec.route() == deployed.function.spec.route())
                         {
                             return Err(RestoreError::RouteClash {
-                                route: app.spec.route.clone(),
+                                route: route_of(&app.spec),
                                 app_function: app.spec.name.clone(),
                                 deployed: stored.name.clone(),
                                 manifest: plane.app.manifest.clone().unwrap_or_default(),
@@ -261,10 +273,10 @@ impl ControlPlane {
                         tracing::error!(
                             function = %stored.name,
                             version = stored.current.version,
-                            %error,
+                            error = %error.detail(),
                             "a deployed function cannot be loaded; it is not served"
                         );
-                        state.failed.insert(stored.name.clone(), error.to_string());
+                        state.failed.insert(stored.name.clone(), error.detail());
                     }
                 }
             }
@@ -286,10 +298,10 @@ impl ControlPlane {
         let mut digests: Vec<&str> = stored.iter().map(|f| f.current.digest.as_str()).collect();
         digests.sort_unstable();
         digests.dedup();
-        let programs: HashMap<&str, Result<Program, DeployError>> =
+        let programs: HashMap<&str, Result<Program, Arc<DeployError>>> =
             parallel_map(&digests, |digest| {
-                let bytes = blobs.read(digest)?;
-                self.compile(&bytes)
+                let bytes = blobs.read(digest).map_err(|e| Arc::new(e.into()))?;
+                self.compile(&bytes).map_err(Arc::new)
             })
             .into_iter()
             .zip(digests.iter().copied())
@@ -298,8 +310,9 @@ impl ControlPlane {
         parallel_map(stored, |function| {
             let program = match programs.get(function.current.digest.as_str()) {
                 Some(Ok(program)) => program.clone(),
-                Some(Err(error)) => return Err(DeployError::Internal(error.to_string())),
-                None => return Err(DeployError::Internal("its blob was not loaded".into())),
+                Some(Err(error)) => return Err(DeployError::SharedProgram(error.clone())),
+                // Every digest was loaded above; were one missing, load it here.
+                None => self.compile(&blobs.read(&function.current.digest)?)?,
             };
             let spec = self.spec_of(&function.name, &function.current.config)?;
             let loaded = self.link(spec, program.clone())?;
@@ -334,37 +347,34 @@ impl ControlPlane {
         match program::detect(bytes) {
             // A .cwasm is native code: running one from a tenant would skip validation.
             Ok(InputFormat::Artifact) => {
-                return Err(DeployError::BadProgram(
-                    "it is a compiled .cwasm artifact; upload the .wasm itself (wedge compiles it)"
-                        .into(),
-                ));
+                return Err(DeployError::CompiledArtifact);
             }
             Ok(_) => {}
-            Err(error) => return Err(DeployError::NotWasm(error.to_string())),
+            Err(error) => return Err(DeployError::NotWasm(error)),
         }
-        let loader = Loader::new(&self.engine, self.cache.as_ref()).requiring_cache();
+        let loader = Loader::new(self.host.engine(), self.cache.as_ref()).requiring_cache();
         match loader.load(bytes) {
             Ok((program, _)) => Ok(program),
-            Err(error @ LoadError::Cache { .. }) => Err(DeployError::Internal(error.to_string())),
-            Err(error) => Err(DeployError::BadProgram(error.to_string())),
+            Err(error @ LoadError::Cache { .. }) => Err(DeployError::Cache(error)),
+            Err(error) => Err(DeployError::BadProgram(error)),
         }
     }
 
     fn link(&self, spec: FunctionSpec, program: Program) -> Result<Function, DeployError> {
-        Function::load(&self.engine, spec, program, &self.services).map_err(|error| match error {
-            LoadFunctionError::StateNeedsComponent { key } => {
-                DeployError::InvalidConfig(KeyError {
-                    key,
-                    problem: error.to_string(),
-                })
+        Function::load(self.host.engine(), spec, program, self.host.services()).map_err(|error| {
+            match error {
+                LoadFunctionError::Grant(grant) => DeployError::InvalidConfig(KeyError {
+                    key: grant.key(),
+                    problem: grant.to_string(),
+                }),
+                LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
+                    DeployError::MissingImport(error)
+                }
+                LoadFunctionError::NeitherKind { .. } | LoadFunctionError::KindMismatch { .. } => {
+                    DeployError::WrongKind(error)
+                }
+                LoadFunctionError::Program(error) => DeployError::BadProgram(error),
             }
-            LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
-                DeployError::MissingImport(error.to_string())
-            }
-            LoadFunctionError::NeitherKind { .. } | LoadFunctionError::KindMismatch { .. } => {
-                DeployError::WrongKind(error.to_string())
-            }
-            LoadFunctionError::Program(error) => DeployError::BadProgram(error.to_string()),
         })
     }
 
@@ -388,7 +398,12 @@ impl ControlPlane {
     }
 
     fn check_route(&self, state: &State, name: &str, route: &str) -> Result<(), DeployError> {
-        if let Some(app) = self.app.functions.iter().find(|f| f.spec.route == route) {
+        if let Some(app) = self
+            .app
+            .functions
+            .iter()
+            .find(|f| f.spec.route() == Some(route))
+        {
             return Err(DeployError::RouteTaken {
                 route: route.to_string(),
                 owner: app.spec.name.clone(),
@@ -398,7 +413,7 @@ impl ControlPlane {
         if let Some((owner, _)) = state
             .deployed
             .iter()
-            .find(|(other, d)| other.as_str() != name && d.function.spec.route == route)
+            .find(|(other, d)| other.as_str() != name && d.function.spec.route() == Some(route))
         {
             return Err(DeployError::RouteTaken {
                 route: route.to_string(),
@@ -419,7 +434,7 @@ impl ControlPlane {
         let spec = self.spec_of(name, &config)?;
         self.check_name(name)?;
         // Cheap checks before the expensive compile; all are repeated under the lock.
-        self.check_route(&self.lock(), name, &spec.route)?;
+        self.check_route(&self.lock(), name, &route_of(&spec))?;
         let digest = blake3::hash(wasm).to_hex().to_string();
         let shared = self
             .lock()
@@ -433,7 +448,7 @@ impl ControlPlane {
         };
         let function = self.link(spec, program.clone())?;
         let kind = function.kind.as_str().to_string();
-        let route = function.spec.route.clone();
+        let route = route_of(&function.spec);
 
         let mut state = self.lock();
         self.check_route(&state, name, &route)?;
@@ -445,7 +460,7 @@ impl ControlPlane {
             &kind,
             wasm.len() as u64,
             &config,
-            wedge_gateway::time::now_millis(),
+            wedge_host::time::now_millis(),
         )?;
         crash_point("after-commit");
         self.install(&mut state, name, function, program, digest.clone());
@@ -487,14 +502,14 @@ impl ControlPlane {
                 })?,
         };
         let spec = self.spec_of(name, &target.config)?;
-        self.check_route(&state, name, &spec.route)?;
+        self.check_route(&state, name, &route_of(&spec))?;
         let bytes = state.store.blobs().read(&target.digest)?;
         let program = self.compile(&bytes)?;
         let function = self.link(spec, program.clone())?;
         state
             .store
-            .set_current(name, target.version, wedge_gateway::time::now_millis())?;
-        let route = function.spec.route.clone();
+            .set_current(name, target.version, wedge_host::time::now_millis())?;
+        let route = route_of(&function.spec);
         self.install(&mut state, name, function, program, target.digest.clone());
         tracing::info!(target: "wedge::deploy", function = name, version = target.version, "rolled back");
         Ok(Published {
@@ -599,7 +614,7 @@ impl ControlPlane {
 
     fn deployed_info(&self, state: &State, stored: StoredFunction) -> FunctionInfo {
         let route = match state.deployed.get(&stored.name) {
-            Some(deployed) => deployed.function.spec.route.clone(),
+            Some(deployed) => route_of(&deployed.function.spec),
             None => stored
                 .current
                 .config
@@ -617,7 +632,7 @@ impl ControlPlane {
     fn app_info(&self, function: &Arc<Function>) -> FunctionInfo {
         FunctionInfo::App {
             name: function.spec.name.clone(),
-            route: function.spec.route.clone(),
+            route: route_of(&function.spec),
             kind: function.kind.as_str().to_string(),
             manifest: self.app.manifest.clone(),
         }
@@ -630,9 +645,16 @@ impl ControlPlane {
             .iter()
             .cloned()
             .chain(state.deployed.values().map(|d| d.function.clone()))
-            .collect();
-        self.gateway.publish(functions);
+            .collect::<Vec<_>>();
+        for trigger in &self.triggers {
+            trigger.publish(&functions);
+        }
     }
+}
+
+/// A function's HTTP route (every function has one today: a deploy defaults it to `/NAME`).
+fn route_of(spec: &FunctionSpec) -> String {
+    spec.route().unwrap_or_default().to_string()
 }
 
 /// Runs `work` over `items` on every core, keeping the order.

@@ -27,14 +27,16 @@ use std::time::Duration;
 use serde::Deserialize;
 // Server backends run their calls on the backend runtime (see its module docs for why).
 use wedge_capabilities::backend_runtime::{on_backend_runtime, sql_on_backend_runtime};
+use wedge_capabilities::http_outbound::OutboundOffer;
 use wedge_capabilities::key_value::{
     KeyValueBackend, KeyValueLimits, KeyValueStores, redis::RedisKeyValue, sqlite::SqliteKeyValue,
 };
+use wedge_capabilities::names::{NameError, StateName};
 use wedge_capabilities::sql::{
     SqlBackend, SqlDatabases, SqlLimits, mysql::MysqlSql, sqlite::SqliteSql,
 };
-use wedge_engine::units;
-use wedge_gateway::StateServices;
+use wedge_engine::units::{self, UnitError};
+use wedge_host::Services;
 
 /// Connections a server backend keeps when the file does not say.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -74,13 +76,72 @@ struct RawDatabase {
     max_size: Option<String>,
 }
 
-/// What is wrong with a runtime config; the message names the file, table and key.
+/// What is wrong with a runtime config; the message (with its sources) names the file,
+/// table and key.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeConfigError {
-    #[error("cannot read the runtime config `{path}`: {reason}")]
-    Read { path: PathBuf, reason: String },
-    #[error("the runtime config `{path}`: {problem}")]
-    Invalid { path: PathBuf, problem: String },
+    #[error("cannot read the runtime config `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the runtime config `{}`", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+}
+
+/// What is wrong with the text of a runtime config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or a key or table the file may not have (the parser's message).
+    #[error("{0}")]
+    Syntax(String),
+    #[error("[{table}]")]
+    Entry {
+        /// `key_value_store.NAME` or `sql_database.NAME`.
+        table: String,
+        #[source]
+        source: EntryError,
+    },
+}
+
+/// What is wrong with one `[key_value_store.NAME]` or `[sql_database.NAME]` table.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("key `{key}`")]
+    Unit {
+        key: &'static str,
+        #[source]
+        source: UnitError,
+    },
+    #[error("key `{key}`: {problem}")]
+    Value { key: &'static str, problem: String },
+    #[error("key `{key}` is missing: {hint}")]
+    Missing { key: &'static str, hint: String },
+    /// A server backend refused its configuration (a URL it cannot use).
+    #[error("key `url`")]
+    Backend {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what} is not a {capability} backend")]
+    WrongCapability {
+        what: &'static str,
+        capability: &'static str,
+    },
+}
+
+fn value(key: &'static str, problem: impl Into<String>) -> EntryError {
+    EntryError::Value {
+        key,
+        problem: problem.into(),
+    }
 }
 
 /// A backend choice for one name, validated.
@@ -119,42 +180,48 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<Self, RuntimeConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| RuntimeConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| RuntimeConfigError::Read {
             path: path.to_path_buf(),
-            reason: error.to_string(),
+            source,
         })?;
-        Self::parse(&text).map_err(|problem| RuntimeConfigError::Invalid {
+        Self::parse(&text).map_err(|source| RuntimeConfigError::Invalid {
             path: path.to_path_buf(),
-            problem,
+            source,
         })
     }
 
     /// Parses and validates the text of a runtime config; the error names the key.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let raw: RawRuntimeConfig =
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
                 let path = error.path().to_string();
                 let inner = error.into_inner();
                 let message = inner.message().trim_end();
-                if path == "." || path.is_empty() {
+                ConfigError::Syntax(if path == "." || path.is_empty() {
                     message.to_string()
                 } else {
                     format!("key `{path}`: {message}")
-                }
+                })
             })?;
         let mut config = RuntimeConfig::default();
         for (name, store) in raw.key_value_store {
-            let table = format!("[key_value_store.{name}]");
-            check_state_name(&name).map_err(|problem| format!("{table}: {problem}"))?;
-            let config_of = parse_store(store).map_err(|problem| format!("{table}: {problem}"))?;
+            let entry = |source| ConfigError::Entry {
+                table: format!("key_value_store.{name}"),
+                source,
+            };
+            StateName::new("store", &name).map_err(|e| entry(e.into()))?;
+            let config_of = parse_store(store).map_err(entry)?;
             config.stores.insert(name, config_of);
         }
         for (name, database) in raw.sql_database {
-            let table = format!("[sql_database.{name}]");
-            check_state_name(&name).map_err(|problem| format!("{table}: {problem}"))?;
-            let config_of =
-                parse_database(database).map_err(|problem| format!("{table}: {problem}"))?;
+            let entry = |source| ConfigError::Entry {
+                table: format!("sql_database.{name}"),
+                source,
+            };
+            StateName::new("database", &name).map_err(|e| entry(e.into()))?;
+            let config_of = parse_database(database).map_err(entry)?;
             config.databases.insert(name, config_of);
         }
         Ok(config)
@@ -163,10 +230,10 @@ impl RuntimeConfig {
     /// Builds the backends: the embedded SQLite ones under `state_dir` for every name not
     /// listed, the listed ones as configured. Server backends connect lazily, so a server that
     /// is down at start-up only fails the calls made while it is down.
-    pub fn services(&self, state_dir: &Path) -> Result<StateServices, RuntimeConfigError> {
-        let invalid = |problem: String| RuntimeConfigError::Invalid {
+    pub fn services(&self, state_dir: &Path) -> Result<Services, RuntimeConfigError> {
+        let invalid = |table: String, source: EntryError| RuntimeConfigError::Invalid {
             path: PathBuf::from("(runtime config)"),
-            problem,
+            source: ConfigError::Entry { table, source },
         };
         // One embedded backend for every SQLite store (one file map, one idle budget); it
         // sizes each store's files by its `max_size`.
@@ -185,13 +252,22 @@ impl RuntimeConfig {
                 Backend::Sqlite => sqlite_kv.clone(),
                 Backend::Redis { url, pool_size } => {
                     on_backend_runtime(RedisKeyValue::new(url, *pool_size).map_err(|error| {
-                        invalid(format!("[key_value_store.{name}]: key `url`: {error}"))
+                        invalid(
+                            format!("key_value_store.{name}"),
+                            EntryError::Backend {
+                                source: Box::new(error),
+                            },
+                        )
                     })?)
                 }
                 Backend::Mysql { .. } => {
-                    return Err(invalid(format!(
-                        "[key_value_store.{name}]: mysql is not a key-value backend"
-                    )));
+                    return Err(invalid(
+                        format!("key_value_store.{name}"),
+                        EntryError::WrongCapability {
+                            what: "mysql",
+                            capability: "key-value",
+                        },
+                    ));
                 }
             };
             key_value.insert(name.clone(), backend, store.limits.clone());
@@ -203,41 +279,36 @@ impl RuntimeConfig {
                 Backend::Sqlite => sqlite_sql.clone(),
                 Backend::Mysql { url, pool_size } => {
                     sql_on_backend_runtime(MysqlSql::new(url, *pool_size).map_err(|error| {
-                        invalid(format!("[sql_database.{name}]: key `url`: {error}"))
+                        invalid(
+                            format!("sql_database.{name}"),
+                            EntryError::Backend {
+                                source: Box::new(error),
+                            },
+                        )
                     })?)
                 }
                 Backend::Redis { .. } => {
-                    return Err(invalid(format!(
-                        "[sql_database.{name}]: redis is not a SQL backend"
-                    )));
+                    return Err(invalid(
+                        format!("sql_database.{name}"),
+                        EntryError::WrongCapability {
+                            what: "redis",
+                            capability: "SQL",
+                        },
+                    ));
                 }
             };
             sql.insert(name.clone(), backend, database.limits.clone());
         }
-        Ok(StateServices {
-            key_value: Arc::new(key_value),
-            sql: Arc::new(sql),
+        Ok(Services {
+            wasi: (),
+            http: OutboundOffer { offered: true },
+            key_value: Some(Arc::new(key_value)),
+            sql: Some(Arc::new(sql)),
         })
     }
 }
 
-/// A store or database name, as granted in `key_value_stores` / `sql_databases` and listed in
-/// the runtime config: it becomes part of a file name and of a Redis key, so it is kept plain.
-pub fn check_state_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let plain = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.len() <= 63
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if plain {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid store or database name; use 1 to 63 characters of a-z, 0-9, - and _, starting with a letter or digit"
-        ))
-    }
-}
-
-fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
+fn parse_store(raw: RawStore) -> Result<StoreConfig, EntryError> {
     let defaults = KeyValueLimits::default();
     let backend = match raw.kind.as_deref() {
         None | Some("sqlite") => {
@@ -257,8 +328,11 @@ fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
             }
         }
         Some(other) => {
-            return Err(format!(
-                "key `type`: `{other}` is not a key-value backend; write \"sqlite\" (the embedded default) or \"redis\""
+            return Err(value(
+                "type",
+                format!(
+                    "`{other}` is not a key-value backend; write \"sqlite\" (the embedded default) or \"redis\""
+                ),
             ));
         }
     };
@@ -272,7 +346,7 @@ fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
         max_keys: match raw.max_keys {
             None => defaults.max_keys,
             Some(n) if n >= 1 => n as u64,
-            Some(n) => return Err(format!("key `max_keys`: {n} must be 1 or more")),
+            Some(n) => return Err(value("max_keys", format!("{n} must be 1 or more"))),
         },
         timeout: duration_key("timeout", raw.timeout, defaults.timeout)?,
         max_size: max_size_key(raw.max_size, defaults.max_size)?,
@@ -280,7 +354,7 @@ fn parse_store(raw: RawStore) -> Result<StoreConfig, String> {
     Ok(StoreConfig { backend, limits })
 }
 
-fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
+fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, EntryError> {
     let defaults = SqlLimits::default();
     let backend = match raw.kind.as_deref() {
         None | Some("sqlite") => {
@@ -300,8 +374,11 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
             }
         }
         Some(other) => {
-            return Err(format!(
-                "key `type`: `{other}` is not a SQL backend; write \"sqlite\" (the embedded default) or \"mysql\" (MySQL, MariaDB, TiDB and other MySQL-compatible servers)"
+            return Err(value(
+                "type",
+                format!(
+                    "`{other}` is not a SQL backend; write \"sqlite\" (the embedded default) or \"mysql\" (MySQL, MariaDB, TiDB and other MySQL-compatible servers)"
+                ),
             ));
         }
     };
@@ -320,55 +397,72 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, String> {
 /// The smallest `max_size`: an embedded file needs a few pages for its schema.
 const MIN_MAX_SIZE: u64 = 64 << 10;
 
-fn max_size_key(value: Option<String>, default: u64) -> Result<u64, String> {
-    let Some(text) = value else {
+fn max_size_key(text: Option<String>, default: u64) -> Result<u64, EntryError> {
+    let Some(text) = text else {
         return Ok(default);
     };
-    let size = units::parse_size(&text).map_err(|e| format!("key `max_size`: {e}"))?;
+    let size = units::parse_size(&text).map_err(|source| EntryError::Unit {
+        key: "max_size",
+        source,
+    })?;
     if size < MIN_MAX_SIZE {
-        return Err(format!(
-            "key `max_size`: {text} is too small; an embedded file needs at least {}",
-            units::format_size(MIN_MAX_SIZE)
+        return Err(value(
+            "max_size",
+            format!(
+                "{text} is too small; an embedded file needs at least {}",
+                units::format_size(MIN_MAX_SIZE)
+            ),
         ));
     }
     Ok(size)
 }
 
 /// `max_size` limits the embedded SQLite files only.
-fn refuse_max_size(kind: &str, value: Option<&str>) -> Result<(), String> {
-    match value {
-        Some(_) => Err(format!(
-            "key `max_size`: a {kind} server sizes its own data; remove the key (it limits embedded SQLite files only)"
+fn refuse_max_size(kind: &str, max_size: Option<&str>) -> Result<(), EntryError> {
+    match max_size {
+        Some(_) => Err(value(
+            "max_size",
+            format!(
+                "a {kind} server sizes its own data; remove the key (it limits embedded SQLite files only)"
+            ),
         )),
         None => Ok(()),
     }
 }
 
-fn refuse_server_keys(kind: &str, url: Option<&str>, pool: Option<i64>) -> Result<(), String> {
+fn refuse_server_keys(kind: &str, url: Option<&str>, pool: Option<i64>) -> Result<(), EntryError> {
     if url.is_some() {
-        return Err(format!(
-            "key `url`: a {kind} store is a file in the data dir and has no url; set `type` to the server's kind to use a server"
+        return Err(value(
+            "url",
+            format!(
+                "a {kind} store is a file in the data dir and has no url; set `type` to the server's kind to use a server"
+            ),
         ));
     }
     if pool.is_some() {
-        return Err(format!(
-            "key `pool_size`: a {kind} store has no connection pool to size"
+        return Err(value(
+            "pool_size",
+            format!("a {kind} store has no connection pool to size"),
         ));
     }
     Ok(())
 }
 
-fn server_url(url: Option<String>, schemes: &[&str], example: &str) -> Result<String, String> {
+fn server_url(url: Option<String>, schemes: &[&str], example: &str) -> Result<String, EntryError> {
     let Some(url) = url else {
-        return Err(format!(
-            "key `url` is missing: write e.g. url = \"{example}\""
-        ));
+        return Err(EntryError::Missing {
+            key: "url",
+            hint: format!("write e.g. url = \"{example}\""),
+        });
     };
     if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
-        return Err(format!(
-            "key `url`: `{}` must start with {}, e.g. \"{example}\"",
-            redact(&url),
-            schemes.join(" or ")
+        return Err(value(
+            "url",
+            format!(
+                "`{}` must start with {}, e.g. \"{example}\"",
+                redact(&url),
+                schemes.join(" or ")
+            ),
         ));
     }
     Ok(url)
@@ -390,34 +484,43 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn pool_size(value: Option<i64>) -> Result<usize, String> {
-    match value {
+fn pool_size(size: Option<i64>) -> Result<usize, EntryError> {
+    match size {
         None => Ok(DEFAULT_POOL_SIZE),
         Some(n) if (1..=1024).contains(&n) => Ok(n as usize),
-        Some(n) => Err(format!("key `pool_size`: {n} must be between 1 and 1024")),
+        Some(n) => Err(value(
+            "pool_size",
+            format!("{n} must be between 1 and 1024"),
+        )),
     }
 }
 
-fn size_key(key: &str, value: Option<String>, default: usize) -> Result<usize, String> {
-    match value {
+fn size_key(key: &'static str, text: Option<String>, default: usize) -> Result<usize, EntryError> {
+    match text {
         None => Ok(default),
         Some(text) => {
-            let size = units::parse_size(&text).map_err(|e| format!("key `{key}`: {e}"))?;
+            let size =
+                units::parse_size(&text).map_err(|source| EntryError::Unit { key, source })?;
             if size == 0 {
-                return Err(format!("key `{key}`: it must be more than zero"));
+                return Err(value(key, "it must be more than zero"));
             }
-            usize::try_from(size).map_err(|_| format!("key `{key}`: {text} is too large"))
+            usize::try_from(size).map_err(|_| value(key, format!("{text} is too large")))
         }
     }
 }
 
-fn duration_key(key: &str, value: Option<String>, default: Duration) -> Result<Duration, String> {
-    match value {
+fn duration_key(
+    key: &'static str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, EntryError> {
+    match text {
         None => Ok(default),
         Some(text) => {
-            let duration = units::parse_duration(&text).map_err(|e| format!("key `{key}`: {e}"))?;
+            let duration =
+                units::parse_duration(&text).map_err(|source| EntryError::Unit { key, source })?;
             if duration.is_zero() {
-                return Err(format!("key `{key}`: it must be longer than zero"));
+                return Err(value(key, "it must be longer than zero"));
             }
             Ok(duration)
         }
@@ -480,8 +583,16 @@ mod tests {
         assert_eq!(KeyValueLimits::default().max_size, 1 << 30);
     }
 
+    /// The error and its sources, as the CLI prints them.
     fn error_of(text: &str) -> String {
-        RuntimeConfig::parse(text).unwrap_err()
+        let error = RuntimeConfig::parse(text).unwrap_err();
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        message
     }
 
     #[test]
@@ -547,10 +658,10 @@ mod tests {
 
     #[test]
     fn names_are_plain() {
-        assert!(check_state_name("default").is_ok());
-        assert!(check_state_name("user_sessions-2").is_ok());
-        for bad in ["", "Default", "-x", "a/b", "a:b", "..", &"x".repeat(64)] {
-            assert!(check_state_name(bad).is_err(), "{bad}");
+        for bad in ["Default", "-x", "a/b", "a:b", "..", &"x".repeat(64)] {
+            let e = error_of(&format!("[key_value_store.\"{bad}\"]\n"));
+            assert!(e.contains("not a valid store name"), "{bad}: {e}");
         }
+        assert!(RuntimeConfig::parse("[key_value_store.user_sessions-2]\n").is_ok());
     }
 }

@@ -513,6 +513,21 @@ pub fn peek_artifact(bytes: &[u8]) -> Option<ArtifactHeader> {
 }
 
 /// wasmtime's error and its causes on one line, outermost first.
+/// An error and its sources as one line (`outer: inner: innermost`), leaving out a source
+/// whose text an outer message already holds.
+pub fn describe_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
 pub fn error_chain(error: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {

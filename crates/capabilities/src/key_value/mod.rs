@@ -37,40 +37,27 @@
 //! log; the next call tries again (the SQLite pool reopens files, the Redis pool reconnects).
 //! A call that timed out may still have been applied: the guest learns "unknown", not "no".
 
+mod host;
 pub mod redis;
 pub mod sqlite;
+
+#[cfg(test)]
+use host::{Bucket, atomics, batch, store};
+pub use host::{KeyValue, KeyValueCtx, KeyValueCtxView, KeyValueView, add_to_linker};
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
+use wasmtime::component::ResourceTableError;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/wasi-keyvalue-0.2.0-draft",
-        world: "wasi:keyvalue/imports",
-        imports: { default: async | trappable },
-        with: {
-            "wasi:keyvalue/store.bucket": crate::key_value::Bucket,
-        },
-        trappable_error_type: {
-            "wasi:keyvalue/store.error" => crate::key_value::KeyValueError,
-        },
-    });
-}
-
-use bindings::wasi::keyvalue::{atomics, batch, store};
+use crate::names::{NameError, Scope, StateName};
 
 /// How much of a request's remaining time a key-value call leaves unused, so that the guest
 /// can still turn a failed call into a response before the request's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
-
-/// The longest scope or store name a [`BucketId`] accepts (a file name's limit, with room for
-/// the `.db` suffix).
-pub const MAX_NAME_LEN: usize = 200;
 
 /// Per-store limits (configurable per store in the runtime config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,12 +94,8 @@ impl Default for KeyValueLimits {
 pub enum KeyValueError {
     #[error("key-value store `{store}` is not granted to this function")]
     AccessDenied { store: String },
-    #[error("invalid key-value {what} name `{name}`: {reason}")]
-    InvalidName {
-        what: &'static str,
-        name: String,
-        reason: &'static str,
-    },
+    #[error("invalid key-value name: {0}")]
+    InvalidName(#[from] NameError),
     #[error("the key is empty")]
     EmptyKey,
     #[error("a key of {len} bytes is longer than max_key_size ({max} bytes)")]
@@ -147,15 +130,6 @@ impl KeyValueError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
     }
-
-    /// The error the guest sees, or `Err` for a trap.
-    fn into_wit(self) -> wasmtime::Result<store::Error> {
-        match self {
-            Self::AccessDenied { .. } => Ok(store::Error::AccessDenied),
-            Self::Resource(err) => Err(err.into()),
-            other => Ok(store::Error::Other(other.to_string())),
-        }
-    }
 }
 
 /// A future returned by a [`KeyValueBackend`].
@@ -165,63 +139,42 @@ pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyValueError>>
 /// checked on construction, so a backend may put them into paths and keys as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BucketId {
-    scope: String,
-    store: String,
+    scope: Scope,
+    store: StateName,
 }
 
 impl BucketId {
-    /// Both names must be 1 to [`MAX_NAME_LEN`] characters of `[a-z0-9_-]`, starting with
-    /// `[a-z0-9]`.
+    /// Both names are checked by the one rule of [`crate::names`].
     pub fn new(scope: &str, store: &str) -> Result<Self, KeyValueError> {
-        check_name("scope", scope)?;
-        check_name("store", store)?;
-        Ok(Self {
-            scope: scope.to_string(),
-            store: store.to_string(),
-        })
+        Ok(Self::of(
+            &Scope::new(scope)?,
+            &StateName::new("store", store)?,
+        ))
+    }
+
+    /// From names already checked.
+    pub fn of(scope: &Scope, store: &StateName) -> Self {
+        Self {
+            scope: scope.clone(),
+            store: store.clone(),
+        }
     }
 
     pub fn scope(&self) -> &str {
-        &self.scope
+        self.scope.as_str()
     }
 
     pub fn store(&self) -> &str {
-        &self.store
+        self.store.as_str()
     }
 
     /// The error for a failed backend call on this bucket.
     pub fn unavailable(&self, reason: impl std::fmt::Display) -> KeyValueError {
         KeyValueError::Unavailable {
-            store: self.store.clone(),
+            store: self.store.to_string(),
             reason: reason.to_string(),
         }
     }
-}
-
-fn check_name(what: &'static str, name: &str) -> Result<(), KeyValueError> {
-    let invalid = |reason| KeyValueError::InvalidName {
-        what,
-        name: name.to_string(),
-        reason,
-    };
-    let Some(first) = name.bytes().next() else {
-        return Err(invalid("it is empty"));
-    };
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid("it is longer than 200 characters"));
-    }
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(invalid("it must start with a lowercase letter or a digit"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(invalid(
-            "it may hold only lowercase letters, digits, `-` and `_`",
-        ));
-    }
-    Ok(())
 }
 
 /// One page of `list-keys`.
@@ -353,347 +306,8 @@ impl KeyValueStores {
 /// What one function may open: its scope (tenant) and the store names it is granted.
 #[derive(Debug, Clone)]
 pub struct KeyValueGrant {
-    pub scope: String,
-    pub stores: Vec<String>,
-}
-
-/// Per-request state (one per wasmtime `Store`).
-pub struct KeyValueCtx {
-    stores: Arc<KeyValueStores>,
-    grant: Arc<KeyValueGrant>,
-    deadline: Instant,
-}
-
-impl KeyValueCtx {
-    /// `deadline` is the request's: no call runs past it (less [`DEADLINE_MARGIN`]).
-    pub fn new(stores: Arc<KeyValueStores>, grant: Arc<KeyValueGrant>, deadline: Instant) -> Self {
-        Self {
-            stores,
-            grant,
-            deadline,
-        }
-    }
-
-    /// How long the next call on a store with `limits` may take.
-    fn budget(&self, limits: &KeyValueLimits) -> Duration {
-        let left = self
-            .deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(DEADLINE_MARGIN);
-        limits.timeout.min(left)
-    }
-}
-
-/// An open bucket: the guest's `wasi:keyvalue/store.bucket` resource.
-#[derive(Clone)]
-pub struct Bucket {
-    id: BucketId,
-    backend: Arc<dyn KeyValueBackend>,
-    limits: KeyValueLimits,
-}
-
-/// The key-value slice of a request's state, with the resource table it shares.
-pub struct KeyValueCtxView<'a> {
-    pub ctx: &'a mut KeyValueCtx,
-    pub table: &'a mut ResourceTable,
-}
-
-/// Implemented by the gateway's per-request state.
-pub trait KeyValueView: Send {
-    fn key_value(&mut self) -> KeyValueCtxView<'_>;
-}
-
-/// Adds `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft` to `linker` (async host functions:
-/// instantiate with async support).
-pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    store::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
-    atomics::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
-    batch::add_to_linker::<T, HasKeyValue>(linker, T::key_value)?;
-    Ok(())
-}
-
-struct HasKeyValue;
-
-impl HasData for HasKeyValue {
-    type Data<'a> = KeyValueCtxView<'a>;
-}
-
-impl KeyValueCtxView<'_> {
-    /// The bucket behind a guest's handle, ready to be used without borrowing the table.
-    fn bucket(&self, handle: &Resource<Bucket>) -> Result<Bucket, KeyValueError> {
-        Ok(self.table.get(handle)?.clone())
-    }
-}
-
-/// Runs one backend call within `budget`; logs a backend failure once.
-async fn call<T>(
-    budget: Duration,
-    bucket: &Bucket,
-    op: &'static str,
-    backend_call: KvFuture<'_, T>,
-) -> Result<T, KeyValueError> {
-    let result = if budget.is_zero() {
-        Err(bucket
-            .id
-            .unavailable("the request's deadline leaves no time for the call"))
-    } else {
-        match tokio::time::timeout(budget, backend_call).await {
-            Ok(result) => result,
-            Err(_) => Err(bucket
-                .id
-                .unavailable(format_args!("no answer within {} ms", budget.as_millis()))),
-        }
-    };
-    if let Err(err) = &result
-        && err.is_unavailable()
-    {
-        tracing::warn!(
-            scope = bucket.id.scope(),
-            store = bucket.id.store(),
-            op,
-            error = %err,
-            "key-value backend failed"
-        );
-    }
-    result
-}
-
-fn check_key(limits: &KeyValueLimits, key: &str) -> Result<(), KeyValueError> {
-    if key.is_empty() {
-        return Err(KeyValueError::EmptyKey);
-    }
-    if key.len() > limits.max_key_size {
-        return Err(KeyValueError::KeyTooLong {
-            len: key.len(),
-            max: limits.max_key_size,
-        });
-    }
-    Ok(())
-}
-
-fn check_value(limits: &KeyValueLimits, value: &[u8]) -> Result<(), KeyValueError> {
-    if value.len() > limits.max_value_size {
-        return Err(KeyValueError::ValueTooLarge {
-            len: value.len(),
-            max: limits.max_value_size,
-        });
-    }
-    Ok(())
-}
-
-impl store::Host for KeyValueCtxView<'_> {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KeyValueError> {
-        if !self.ctx.grant.stores.contains(&identifier) {
-            return Err(KeyValueError::AccessDenied { store: identifier });
-        }
-        let id = BucketId::new(&self.ctx.grant.scope, &identifier)?;
-        let serving = self.ctx.stores.serving(&identifier).clone();
-        let bucket = Bucket {
-            id,
-            backend: serving.backend,
-            limits: serving.limits,
-        };
-        call(
-            self.ctx.budget(&bucket.limits),
-            &bucket,
-            "open",
-            bucket.backend.open(&bucket.id),
-        )
-        .await?;
-        Ok(self.table.push(bucket)?)
-    }
-
-    fn convert_error(&mut self, err: KeyValueError) -> wasmtime::Result<store::Error> {
-        err.into_wit()
-    }
-}
-
-impl store::HostBucket for KeyValueCtxView<'_> {
-    async fn get(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-    ) -> Result<Option<Vec<u8>>, KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        check_key(&b.limits, &key)?;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "get",
-            b.backend.get(&b.id, key),
-        )
-        .await
-    }
-
-    async fn set(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        value: Vec<u8>,
-    ) -> Result<(), KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        check_key(&b.limits, &key)?;
-        check_value(&b.limits, &value)?;
-        let max_keys = b.limits.max_keys;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "set",
-            b.backend.set(&b.id, key, value, max_keys),
-        )
-        .await
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        check_key(&b.limits, &key)?;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "delete",
-            b.backend.delete(&b.id, key),
-        )
-        .await
-    }
-
-    async fn exists(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-    ) -> Result<bool, KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        check_key(&b.limits, &key)?;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "exists",
-            b.backend.exists(&b.id, key),
-        )
-        .await
-    }
-
-    async fn list_keys(
-        &mut self,
-        bucket: Resource<Bucket>,
-        cursor: Option<u64>,
-    ) -> Result<store::KeyResponse, KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        let page = call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "list-keys",
-            b.backend.list_keys(&b.id, cursor),
-        )
-        .await?;
-        Ok(store::KeyResponse {
-            keys: page.keys,
-            cursor: page.cursor,
-        })
-    }
-
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(bucket)?;
-        Ok(())
-    }
-}
-
-impl atomics::Host for KeyValueCtxView<'_> {
-    async fn increment(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        delta: u64,
-    ) -> Result<u64, KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        check_key(&b.limits, &key)?;
-        let max_keys = b.limits.max_keys;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "increment",
-            b.backend.increment(&b.id, key, delta, max_keys),
-        )
-        .await
-    }
-}
-
-impl batch::Host for KeyValueCtxView<'_> {
-    async fn get_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        for key in &keys {
-            check_key(&b.limits, key)?;
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values = call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "get-many",
-            b.backend.get_many(&b.id, keys.clone()),
-        )
-        .await?;
-        if values.len() != keys.len() {
-            return Err(b.id.unavailable(format_args!(
-                "the backend answered {} values for {} keys",
-                values.len(),
-                keys.len()
-            )));
-        }
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .map(|(key, value)| value.map(|value| (key, value)))
-            .collect())
-    }
-
-    async fn set_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        for (key, value) in &key_values {
-            check_key(&b.limits, key)?;
-            check_value(&b.limits, value)?;
-        }
-        if key_values.is_empty() {
-            return Ok(());
-        }
-        let max_keys = b.limits.max_keys;
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "set-many",
-            b.backend.set_many(&b.id, key_values, max_keys),
-        )
-        .await
-    }
-
-    async fn delete_many(
-        &mut self,
-        bucket: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> Result<(), KeyValueError> {
-        let b = self.bucket(&bucket)?;
-        for key in &keys {
-            check_key(&b.limits, key)?;
-        }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        call(
-            self.ctx.budget(&b.limits),
-            &b,
-            "delete-many",
-            b.backend.delete_many(&b.id, keys),
-        )
-        .await
-    }
+    pub scope: Scope,
+    pub stores: Vec<StateName>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 //!   (`SQLITE_LIMIT_LENGTH`), so one statement cannot make the host allocate a gigabyte;
 //! - the file is opened without URI names, so no file name given by a guest is ever read
 //!   (the guest gives a database name, which must be granted and a plain name, see
-//!   [`super::validate_name`]).
+//!   [`crate::names`]).
 //!
 //! # Durability and concurrency
 //!
@@ -60,11 +60,11 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, config::DbConfig};
 
+use crate::names::{Scope, StateName};
 use crate::sqlite_size::{at_size_limit, limit_size};
 
 use super::{
-    CallLimits, QueryResult, ResultBudget, SqlBackend, SqlConnection, SqlError, SqlFuture,
-    SqlValue, validate_name,
+    CallLimits, QueryResult, ResultBudget, SqlBackend, SqlConnection, SqlError, SqlFuture, SqlValue,
 };
 
 /// Idle connections kept per file.
@@ -133,8 +133,8 @@ impl SqliteSql {
 
     /// The file of `database` in `scope`.
     pub fn path(&self, scope: &str, database: &str) -> Result<PathBuf, SqlError> {
-        validate_name(scope)?;
-        validate_name(database)?;
+        Scope::new(scope)?;
+        StateName::new("database", database)?;
         Ok(self
             .dir
             .join(scope)

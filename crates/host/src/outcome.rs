@@ -1,32 +1,19 @@
-//! What both function kinds share per request: the request's context, how a guest's run
-//! ended, recording that in the function's log and metrics, and the answer for a guest that
-//! did not answer.
+//! What both function kinds share per call: how a guest's run ended, recording that in the
+//! function's log and metrics, and the answer for a guest that did not answer.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use hyper::{Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
+use http::{Response, StatusCode};
+use wedge_capabilities::wasi::CapturePipe;
 use wedge_engine::limits::RefusedGrowth;
 use wedge_engine::outcome::GuestFailure;
 
-use crate::capture::CapturePipe;
 use crate::function::Function;
 use crate::logs::Stream;
 use crate::response::{self, Body};
 
 /// Bytes of stdout and of stderr kept per request for the function's log.
 pub(crate) const CAPTURE_LIMIT: usize = 64 * 1024;
-
-/// What one request needs besides the request itself.
-pub(crate) struct RequestContext {
-    pub request_id: String,
-    pub deadline: Instant,
-    pub max_body_size: u64,
-    pub response_limits: crate::guest_response::ResponseHeadLimits,
-    /// Concurrency permits, held until the guest is done (not just until the headers).
-    pub permits: Vec<OwnedSemaphorePermit>,
-}
 
 /// How a guest's run ended.
 pub(crate) enum RunOutcome {

@@ -1,8 +1,8 @@
 //! Response bodies and wedge's own (error) responses.
 
 use bytes::Bytes;
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::{Response, StatusCode};
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type the gateway answers with: a guest's streamed body or wedge's own.
@@ -28,10 +28,10 @@ pub fn error(status: StatusCode, request_id: &str, message: &str) -> Response<Bo
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        http::header::CONTENT_TYPE,
+        http::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(value) = hyper::header::HeaderValue::from_str(request_id) {
+    if let Ok(value) = http::header::HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
     response

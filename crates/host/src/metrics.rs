@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::call::HostMetrics;
+
 /// Histogram bucket bounds in seconds: from tens of microseconds (instantiation) to
 /// seconds (slow requests).
 const BUCKETS: [f64; 17] = [
@@ -74,17 +76,9 @@ impl FunctionMetrics {
     }
 }
 
-/// Gateway-wide counters that belong to no function.
-#[derive(Debug, Default)]
-pub struct GatewayMetrics {
-    pub unrouted: AtomicU64,
-    pub rejected_global: AtomicU64,
-    pub rejected_body_size: AtomicU64,
-}
-
-/// Renders everything in the Prometheus text format.
+/// Renders every function's metrics and the node's rejections in the Prometheus text format.
 pub fn render<'a>(
-    gateway: &GatewayMetrics,
+    host: &HostMetrics,
     functions: impl Iterator<Item = (&'a str, &'a FunctionMetrics)> + Clone,
 ) -> String {
     let mut out = String::new();
@@ -187,23 +181,12 @@ pub fn render<'a>(
     let _ = writeln!(
         out,
         "wedge_rejections_total{{function=\"\",reason=\"global_concurrency\"}} {}",
-        gateway.rejected_global.load(Ordering::Relaxed)
+        host.rejected_global.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,
         "wedge_rejections_total{{function=\"\",reason=\"body_size\"}} {}",
-        gateway.rejected_body_size.load(Ordering::Relaxed)
-    );
-    header(
-        &mut out,
-        "wedge_unrouted_requests_total",
-        "counter",
-        "Requests that matched no route (404).",
-    );
-    let _ = writeln!(
-        out,
-        "wedge_unrouted_requests_total {}",
-        gateway.unrouted.load(Ordering::Relaxed)
+        host.rejected_body_size.load(Ordering::Relaxed)
     );
     out
 }
@@ -217,7 +200,7 @@ mod tests {
         let f = FunctionMetrics::default();
         f.record_response(200, Duration::from_micros(30));
         f.record_response(500, Duration::from_millis(3));
-        let text = render(&GatewayMetrics::default(), [("hello", &f)].into_iter());
+        let text = render(&HostMetrics::default(), [("hello", &f)].into_iter());
         assert!(text.contains("wedge_requests_total{function=\"hello\",status=\"200\"} 1"));
         assert!(text.contains(
             "wedge_request_duration_seconds_bucket{function=\"hello\",le=\"0.00005\"} 1"

@@ -4,10 +4,18 @@
 //! Network access is never granted here: `WasiCtxBuilder` denies every socket address and
 //! name lookup unless told otherwise, and we never tell it otherwise.
 
+pub mod capture;
+
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+pub use capture::CapturePipe;
+
+use crate::capability::{Capability, FunctionIdentity, GrantError, InstanceError, InstanceInfo};
 
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +43,49 @@ impl Preopen {
     }
 }
 
-/// Everything WASI grants one guest.
-#[derive(Debug, Clone, Default)]
-pub struct WasiGrants {
-    /// argv, including argv[0].
-    pub args: Vec<String>,
+/// What a function's configuration grants through WASI: environment variables and
+/// directories. (Arguments and standard streams belong to each call: [`GuestIo`].)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WasiConfig {
     pub env: Vec<(String, String)>,
     pub preopens: Vec<Preopen>,
-    /// Connect the guest's stdin/stdout/stderr to the host process's.
-    pub inherit_stdio: bool,
+}
+
+/// A guest's standard input.
+#[derive(Debug, Clone, Default)]
+pub enum GuestStdin {
+    /// Empty: reads see the end at once.
+    #[default]
+    Empty,
+    /// These bytes (a WAGI request's body).
+    Bytes(Bytes),
+    /// The host process's own stdin (`wedge run`).
+    Inherit,
+}
+
+/// Where a guest's stdout or stderr goes.
+#[derive(Clone, Default)]
+pub enum GuestOutput {
+    /// Dropped.
+    #[default]
+    Discard,
+    /// Kept in memory, bounded (for the function's log, or a WAGI response).
+    Capture(CapturePipe),
+    /// The host process's own stream (`wedge run`).
+    Inherit,
+}
+
+/// What one call hands its instance: argv, per-call environment, standard streams.
+#[derive(Clone, Default)]
+pub struct GuestIo {
+    /// argv, including argv[0].
+    pub args: Vec<String>,
+    /// Per-call variables (a WAGI request's CGI variables). The function's own `env` wins
+    /// over a variable of the same name.
+    pub env: Vec<(String, String)>,
+    pub stdin: GuestStdin,
+    pub stdout: GuestOutput,
+    pub stderr: GuestOutput,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +93,52 @@ pub enum WasiError {
     #[error("`{0}` is not a directory grant: write HOST or HOST::GUEST, e.g. ./data::/data")]
     BadDirSpec(String),
     #[error("cannot grant the directory `{host}`: {reason}")]
-    Preopen { host: String, reason: String },
+    Preopen {
+        host: String,
+        reason: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
 }
 
-impl WasiGrants {
-    fn builder(&self) -> Result<WasiCtxBuilder, WasiError> {
+impl WasiConfig {
+    fn builder(&self, io: &GuestIo) -> Result<WasiCtxBuilder, WasiError> {
         let mut builder = WasiCtxBuilder::new();
-        builder.args(&self.args);
+        builder.args(&io.args);
+        for (name, value) in &io.env {
+            if !self.env.iter().any(|(own, _)| own == name) {
+                builder.env(name, value);
+            }
+        }
         for (name, value) in &self.env {
             builder.env(name, value);
         }
-        if self.inherit_stdio {
-            builder.inherit_stdio();
+        match &io.stdin {
+            GuestStdin::Empty => {}
+            GuestStdin::Bytes(bytes) => {
+                builder.stdin(MemoryInputPipe::new(bytes.clone()));
+            }
+            GuestStdin::Inherit => {
+                builder.inherit_stdin();
+            }
+        }
+        match &io.stdout {
+            GuestOutput::Discard => {}
+            GuestOutput::Capture(pipe) => {
+                builder.stdout(pipe.clone());
+            }
+            GuestOutput::Inherit => {
+                builder.inherit_stdout();
+            }
+        }
+        match &io.stderr {
+            GuestOutput::Discard => {}
+            GuestOutput::Capture(pipe) => {
+                builder.stderr(pipe.clone());
+            }
+            GuestOutput::Inherit => {
+                builder.inherit_stderr();
+            }
         }
         for preopen in &self.preopens {
             let host = preopen.host.display().to_string();
@@ -72,12 +148,14 @@ impl WasiGrants {
                     return Err(WasiError::Preopen {
                         host,
                         reason: "it is not a directory".into(),
+                        source: None,
                     });
                 }
                 Err(error) => {
                     return Err(WasiError::Preopen {
                         host,
                         reason: error.to_string(),
+                        source: Some(error),
                     });
                 }
             }
@@ -91,19 +169,71 @@ impl WasiGrants {
                 .map_err(|error| WasiError::Preopen {
                     host,
                     reason: format!("{error:#}"),
+                    source: None,
                 })?;
         }
         Ok(builder)
     }
 
     /// The context for a preview-1 core module.
-    pub fn build_p1(&self) -> Result<WasiP1Ctx, WasiError> {
-        Ok(self.builder()?.build_p1())
+    pub fn build_p1(&self, io: &GuestIo) -> Result<WasiP1Ctx, WasiError> {
+        Ok(self.builder(io)?.build_p1())
     }
 
     /// The context for a WASI 0.2 component.
-    pub fn build_p2(&self) -> Result<WasiCtx, WasiError> {
-        Ok(self.builder()?.build())
+    pub fn build_p2(&self, io: &GuestIo) -> Result<WasiCtx, WasiError> {
+        Ok(self.builder(io)?.build())
+    }
+}
+
+/// WASI as a capability: preview 1 for core modules, 0.2 for components. Always offered.
+pub struct Wasi;
+
+impl Capability for Wasi {
+    type Config = WasiConfig;
+    type Services = ();
+    type Grant = WasiConfig;
+    type ComponentState = WasiCtx;
+    type ModuleState = WasiP1Ctx;
+
+    const COMPONENT_IMPORTS: &'static [&'static str] = PROVIDED_P2_PACKAGES;
+    const MODULE_IMPORTS: &'static [&'static str] = &[PREVIEW1_MODULE];
+
+    fn offered((): &()) -> bool {
+        true
+    }
+
+    fn prepare(
+        config: &WasiConfig,
+        (): &(),
+        _: FunctionIdentity<'_>,
+    ) -> Result<WasiConfig, GrantError> {
+        Ok(config.clone())
+    }
+
+    fn component_state(
+        grant: &WasiConfig,
+        instance: &InstanceInfo<'_>,
+    ) -> Result<WasiCtx, InstanceError> {
+        grant
+            .build_p2(instance.io)
+            .map_err(|error| instance_error(instance, error))
+    }
+
+    fn module_state(
+        grant: &WasiConfig,
+        instance: &InstanceInfo<'_>,
+    ) -> Result<WasiP1Ctx, InstanceError> {
+        grant
+            .build_p1(instance.io)
+            .map_err(|error| instance_error(instance, error))
+    }
+}
+
+fn instance_error(instance: &InstanceInfo<'_>, error: WasiError) -> InstanceError {
+    InstanceError {
+        function: instance.function.to_string(),
+        reason: error.to_string(),
     }
 }
 
@@ -175,11 +305,15 @@ mod tests {
 
     #[test]
     fn missing_directory_is_refused_with_its_name() {
-        let grants = WasiGrants {
+        let config = WasiConfig {
             preopens: vec![Preopen::parse("/definitely/not/here::/x", false).unwrap()],
-            ..WasiGrants::default()
+            ..WasiConfig::default()
         };
-        let error = grants.build_p1().err().unwrap().to_string();
+        let error = config
+            .build_p1(&GuestIo::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("/definitely/not/here"), "{error}");
     }
 

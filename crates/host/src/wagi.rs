@@ -10,181 +10,167 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use wasmtime::{InstancePre, Linker, Store};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wedge_engine::WedgeEngine;
-use wedge_engine::limits::GuestLimiter;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use wasmtime::InstancePre;
+use wedge_capabilities::wasi::{CapturePipe, GuestIo, GuestOutput, GuestStdin};
 
-use crate::capture::CapturePipe;
+use crate::call::RequestContext;
+use crate::capabilities::ModuleState;
 use crate::deadline;
-use crate::function::{Function, LoadFunctionError};
-use crate::guest::{CAPTURE_LIMIT, RequestContext, RunOutcome, failure_response, finish};
+use crate::function::Function;
 use crate::guest_response::{self, BoundedHead, ResponseHeadLimits};
 use crate::logs::Stream;
-use crate::response::{self, Body, REQUEST_ID_HEADER};
+use crate::outcome::{CAPTURE_LIMIT, RunOutcome, failure_response, finish};
+use crate::response::{self, Body, BodyError, REQUEST_ID_HEADER};
 
 /// The most a WAGI guest may write as its response (headers and body).
 const MAX_OUTPUT: usize = 32 * 1024 * 1024;
 
-pub(crate) struct WagiState {
-    wasi: WasiP1Ctx,
-    limiter: GuestLimiter,
-}
+/// Runs one request through a fresh instance of a `wagi` function.
+pub(crate) async fn handle(
+    pre: &InstancePre<ModuleState>,
+    function: Arc<Function>,
+    request: Request<Body>,
+    context: RequestContext,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let request_id = context.request_id.clone();
+    let request_id = request_id.as_str();
+    let _permits = context.permits;
+    let response_limits = context.response_limits;
+    let deadline = tokio::time::Instant::from_std(context.deadline);
+    let (parts, body) = request.into_parts();
+    let collected =
+        tokio::time::timeout_at(deadline, read_limited(body, context.max_body_size)).await;
+    let body = match whole_body(collected, request_id, context.max_body_size) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
+    };
 
-pub(crate) struct WagiExecutor {
-    pre: InstancePre<WagiState>,
-}
-
-impl WagiExecutor {
-    pub fn new(engine: &WedgeEngine, module: &wasmtime::Module) -> Result<Self, LoadFunctionError> {
-        let mut linker = Linker::<WagiState>::new(engine.engine());
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state| &mut state.wasi)
-            .map_err(|e| LoadFunctionError::Link(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(module).map_err(|error| {
-            match module
-                .imports()
-                .find(|import| import.module() != wedge_capabilities::wasi::PREVIEW1_MODULE)
-            {
-                Some(import) => LoadFunctionError::MissingImport {
-                    import: format!("{}::{}", import.module(), import.name()),
-                    hint: wedge_capabilities::import_hint(import.module(), import.name())
-                        .unwrap_or("No grant of `wedge serve` provides it: remove the import or rebuild the module without it.")
-                        .to_string(),
-                },
-                None => LoadFunctionError::Link(format!("{error:#}")),
+    let stdout = CapturePipe::new(MAX_OUTPUT);
+    let stderr = CapturePipe::new(CAPTURE_LIMIT);
+    let io = GuestIo {
+        args: vec![context.route.clone()],
+        env: cgi_environment(&context.route, &parts, body.len(), local, remote),
+        stdin: GuestStdin::Bytes(body),
+        stdout: GuestOutput::Capture(stdout.clone()),
+        stderr: GuestOutput::Capture(stderr.clone()),
+    };
+    let call_id: Arc<str> = Arc::from(request_id);
+    let mut store =
+        match function.module_store(pre.module().engine(), &call_id, context.deadline, &io) {
+            Ok(store) => store,
+            Err(error) => {
+                return response::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    request_id,
+                    &error.to_string(),
+                );
             }
-        })?;
-        Ok(Self { pre })
+        };
+
+    let guest_deadline = deadline + deadline::TICK * 4;
+    let run = tokio::time::timeout_at(guest_deadline, async {
+        let started = Instant::now();
+        let instance = pre.instantiate_async(&mut store).await?;
+        function.metrics.instantiation.observe(started.elapsed());
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    })
+    .await;
+    let refused = store.data().limiter.refused();
+    drop(store);
+    // A CGI program that exits 0 has answered, whether it returned or called exit.
+    let outcome = match RunOutcome::of(run, refused) {
+        RunOutcome::Exited(0) => RunOutcome::Finished,
+        other => other,
+    };
+    // stdout is the response, not log output.
+    let (output, dropped) = stdout.take();
+    finish(
+        &function,
+        request_id,
+        &[(Stream::Stderr, &stderr)],
+        &outcome,
+    );
+    if !matches!(outcome, RunOutcome::Finished) {
+        return failure_response(&function, request_id, &outcome);
     }
-
-    pub async fn handle<B>(
-        &self,
-        function: Arc<Function>,
-        request: Request<B>,
-        context: RequestContext,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<crate::response::BodyError>,
-    {
-        let request_id = context.request_id.as_str();
-        let _permits = context.permits;
-        let response_limits = context.response_limits;
-        let deadline = tokio::time::Instant::from_std(context.deadline);
-        let (parts, body) = request.into_parts();
-        let body = match tokio::time::timeout_at(
-            deadline,
-            Limited::new(body, context.max_body_size as usize).collect(),
-        )
-        .await
-        {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                return response::body_too_large(request_id, context.max_body_size);
-            }
-            Ok(Err(error)) => {
-                return response::error(
-                    StatusCode::BAD_REQUEST,
-                    request_id,
-                    &format!("cannot read the request body: {error}"),
-                );
-            }
-            Err(_) => {
-                return response::error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    request_id,
-                    "the request body did not arrive within the function's timeout",
-                );
-            }
-        };
-
-        let stdout = CapturePipe::new(MAX_OUTPUT);
-        let stderr = CapturePipe::new(CAPTURE_LIMIT);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.args(&[function.spec.route.as_str()])
-            .envs(&cgi_environment(
-                &function,
-                &parts,
-                body.len(),
-                local,
-                remote,
-            ))
-            .envs(&function.spec.env)
-            .stdin(MemoryInputPipe::new(body))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone());
-        if let Err(message) = function.grant_files(&mut wasi) {
-            return response::error(StatusCode::INTERNAL_SERVER_ERROR, request_id, &message);
-        }
-        let state = WagiState {
-            wasi: wasi.build_p1(),
-            limiter: function.limiter(),
-        };
-        let mut store = Store::new(self.pre.module().engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        deadline::apply(&mut store, context.deadline);
-
-        let guest_deadline = deadline + deadline::TICK * 4;
-        let run = tokio::time::timeout_at(guest_deadline, async {
-            let started = Instant::now();
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            function.metrics.instantiation.observe(started.elapsed());
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
-        })
-        .await;
-        let refused = store.data().limiter.refused();
-        drop(store);
-        // A CGI program that exits 0 has answered, whether it returned or called exit.
-        let outcome = match RunOutcome::of(run, refused) {
-            RunOutcome::Exited(0) => RunOutcome::Finished,
-            other => other,
-        };
-        // stdout is the response, not log output.
-        let (output, dropped) = stdout.take();
-        finish(
+    if dropped > 0 {
+        return bad_gateway(
             &function,
             request_id,
-            &[(Stream::Stderr, &stderr)],
-            &outcome,
+            &format!(
+                "its output is larger than the limit of {}",
+                wedge_engine::units::format_size(MAX_OUTPUT as u64)
+            ),
         );
-        if !matches!(outcome, RunOutcome::Finished) {
-            return failure_response(&function, request_id, &outcome);
-        }
-        if dropped > 0 {
-            return bad_gateway(
-                &function,
-                request_id,
-                &format!(
-                    "its output is larger than the limit of {}",
-                    wedge_engine::units::format_size(MAX_OUTPUT as u64)
-                ),
-            );
-        }
-        match parse_cgi_output(&output, response_limits, &parts.method) {
-            Ok(cgi) => {
-                if let Some(note) = guest_response::dropped_note(&cgi.dropped) {
-                    function
-                        .log
-                        .push(&function.spec.name, request_id, Stream::Wedge, &note);
-                }
-                let mut response = Response::new(response::full(cgi.body));
-                *response.status_mut() = cgi.status;
-                *response.headers_mut() = cgi.headers;
-                if let Ok(value) = HeaderValue::from_str(request_id) {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
-                }
-                response
+    }
+    match parse_cgi_output(&output, response_limits, &parts.method) {
+        Ok(cgi) => {
+            if let Some(note) = guest_response::dropped_note(&cgi.dropped) {
+                function
+                    .log
+                    .push(&function.spec.name, request_id, Stream::Wedge, &note);
             }
-            Err(problem) => bad_gateway(&function, request_id, &problem),
+            let mut response = Response::new(response::full(cgi.body));
+            *response.status_mut() = cgi.status;
+            *response.headers_mut() = cgi.headers;
+            if let Ok(value) = HeaderValue::from_str(request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            response
         }
+        Err(problem) => bad_gateway(&function, request_id, &problem),
+    }
+}
+
+/// Why a body could not be read whole.
+enum ReadError {
+    TooLarge,
+    Body(BodyError),
+}
+
+/// Reads a body whole, refusing it once it passes `limit` bytes (without reading the rest).
+async fn read_limited(mut body: Body, limit: u64) -> Result<Bytes, ReadError> {
+    let mut gathered = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Body)?;
+        if let Ok(data) = frame.into_data() {
+            if (gathered.len() + data.len()) as u64 > limit {
+                return Err(ReadError::TooLarge);
+            }
+            gathered.extend_from_slice(&data);
+        }
+    }
+    Ok(gathered.freeze())
+}
+
+/// The request body, read whole within the deadline and the size limit, or the answer.
+fn whole_body<E>(
+    read: Result<Result<Bytes, ReadError>, E>,
+    request_id: &str,
+    max_body_size: u64,
+) -> Result<Bytes, Box<Response<Body>>> {
+    match read {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(ReadError::TooLarge)) => Err(Box::new(response::body_too_large(
+            request_id,
+            max_body_size,
+        ))),
+        Ok(Err(ReadError::Body(error))) => Err(Box::new(response::error(
+            StatusCode::BAD_REQUEST,
+            request_id,
+            &format!("cannot read the request body: {error}"),
+        ))),
+        Err(_) => Err(Box::new(response::error(
+            StatusCode::REQUEST_TIMEOUT,
+            request_id,
+            "the request body did not arrive within the function's timeout",
+        ))),
     }
 }
 
@@ -201,13 +187,12 @@ fn bad_gateway(function: &Function, request_id: &str, problem: &str) -> Response
 
 /// The CGI/WAGI variables for one request.
 fn cgi_environment(
-    function: &Function,
-    parts: &hyper::http::request::Parts,
+    route: &str,
+    parts: &http::request::Parts,
     content_length: usize,
     local: SocketAddr,
     remote: SocketAddr,
 ) -> Vec<(String, String)> {
-    let route = function.spec.route.as_str();
     let path = parts.uri.path();
     let path_info = if route == "/" {
         path
@@ -216,7 +201,7 @@ fn cgi_environment(
     };
     let host = parts
         .headers
-        .get(hyper::header::HOST)
+        .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     let server_name = host.rsplit_once(':').map_or(host, |(name, _)| name);
@@ -274,16 +259,16 @@ fn cgi_environment(
         ),
         ("REMOTE_ADDR".into(), remote.ip().to_string()),
         ("REMOTE_HOST".into(), remote.ip().to_string()),
-        ("CONTENT_TYPE".into(), header(hyper::header::CONTENT_TYPE)),
+        ("CONTENT_TYPE".into(), header(http::header::CONTENT_TYPE)),
         ("CONTENT_LENGTH".into(), content_length.to_string()),
     ];
     for (name, value) in &parts.headers {
         // Authorization stays out of the environment, as CGI servers do: a function that
         // needs it should be an `http` function, which sees every header.
         // Content-Type and Content-Length are already CONTENT_TYPE and CONTENT_LENGTH.
-        if name == hyper::header::AUTHORIZATION
-            || name == hyper::header::CONTENT_TYPE
-            || name == hyper::header::CONTENT_LENGTH
+        if name == http::header::AUTHORIZATION
+            || name == http::header::CONTENT_TYPE
+            || name == http::header::CONTENT_LENGTH
         {
             continue;
         }
@@ -295,8 +280,8 @@ fn cgi_environment(
             env.push((var, value.to_string()));
         }
     }
-    // The function's own `env` wins over a request variable of the same name.
-    env.retain(|(name, _)| !function.spec.env.iter().any(|(own, _)| own == name));
+    // The function's own `env` wins over a request variable of the same name (WASI's
+    // context builder sees to that).
     env
 }
 
@@ -370,8 +355,8 @@ pub(crate) fn parse_cgi_output(
             .append(name, value)
             .map_err(|problem| problem.to_string())?;
     }
-    let has_location = headers.contains(hyper::header::LOCATION);
-    if status.is_none() && !has_location && !headers.contains(hyper::header::CONTENT_TYPE) {
+    let has_location = headers.contains(http::header::LOCATION);
+    if status.is_none() && !has_location && !headers.contains(http::header::CONTENT_TYPE) {
         return Err("it has none of Content-Type, Location or Status".into());
     }
     let status = status.unwrap_or(if has_location {
@@ -386,7 +371,7 @@ pub(crate) fn parse_cgi_output(
         && method == Method::HEAD
     {
         // hyper sends no body for HEAD, and keeps this length as what a GET would send.
-        headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     Ok(CgiResponse {
         status,
