@@ -36,6 +36,10 @@ pub struct DeployArgs {
     /// Requests it may handle at once.
     #[arg(long, value_name = "N")]
     max_concurrency: Option<i64>,
+    /// A trigger, as a JSON object, e.g. '{"type":"cron","schedule":"0 3 * * *"}'
+    /// (repeatable; docs/triggers.md). With triggers and no --route, it has no route.
+    #[arg(long = "trigger", value_name = "JSON")]
+    triggers: Vec<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -81,6 +85,27 @@ pub fn deploy(args: DeployArgs) -> Result<(), Failure> {
     if let Some(n) = args.max_concurrency {
         set("max_concurrency", json!(n));
     }
+    let mut triggers = Vec::with_capacity(args.triggers.len());
+    for text in &args.triggers {
+        let trigger: Value = serde_json::from_str(text).map_err(|error| {
+            Failure::new(
+                Status::Usage,
+                anyhow!(
+                    "--trigger {text}: not JSON ({error}); write e.g. --trigger '{{\"type\":\"cron\",\"schedule\":\"0 3 * * *\"}}'"
+                ),
+            )
+        })?;
+        if !trigger.is_object() {
+            return Err(Failure::new(
+                Status::Usage,
+                anyhow!("--trigger {text}: a trigger is a JSON object with a \"type\""),
+            ));
+        }
+        triggers.push(trigger);
+    }
+    if !triggers.is_empty() {
+        set("trigger", json!(triggers));
+    }
     let (content_type, body) = deploy_body(&config, &wasm);
     let answer = client.send(
         "PUT",
@@ -100,6 +125,9 @@ pub fn deploy(args: DeployArgs) -> Result<(), Failure> {
             "replaces the previous version"
         }
     );
-    println!("{}", field("url").as_str().unwrap_or_default());
+    match field("url").as_str() {
+        Some(url) => println!("{url}"),
+        None => eprintln!("wedge: it has no route; it is reached by its triggers"),
+    }
     Ok(())
 }

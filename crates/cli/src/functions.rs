@@ -161,6 +161,14 @@ fn show(client: &Client, name: &str, raw: bool) -> Result<(), Failure> {
     println!("source:   {}", text(value, "source"));
     println!("url:      {}", text(value, "url"));
     println!("kind:     {}", text(value, "kind"));
+    if let Some(triggers) = value.get("triggers").and_then(Value::as_array)
+        && !triggers.is_empty()
+    {
+        println!("triggers:");
+        for (index, trigger) in triggers.iter().enumerate() {
+            println!("  {index}  {trigger}");
+        }
+    }
     if let Some(manifest) = value.get("manifest").and_then(Value::as_str) {
         println!("manifest: {manifest}");
         return Ok(());

@@ -199,6 +199,10 @@ impl Inner {
             (["functions", name], &Method::DELETE) => self.delete(name).await,
             (["functions", name, "rollback"], &Method::POST) => self.rollback(request, name).await,
             (["functions", name, "logs"], &Method::GET) => self.logs(&request, name),
+            (["functions", name, "triggers", index, "fire"], &Method::POST) => {
+                self.fire(name, index).await
+            }
+            (["functions", _, "triggers", _, "fire"], _) => Err(not_allowed(&method, "POST")),
             (["functions"], _) => Err(not_allowed(&method, "GET")),
             (["functions", _], _) => Err(not_allowed(&method, "GET, PUT, DELETE")),
             (["functions", _, "rollback"], _) => Err(not_allowed(&method, "POST")),
@@ -250,6 +254,29 @@ impl Inner {
             value["versions"] = versions.iter().map(version_json).collect();
         }
         Ok(json_response(StatusCode::OK, &value))
+    }
+
+    /// Runs one trigger of a function now: `POST .../functions/{name}/triggers/{i}/fire`.
+    async fn fire(self: &Arc<Self>, name: &str, index: &str) -> Result<Response<Body>, ApiError> {
+        let index: usize = index.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("`{index}` is not a trigger number; triggers are numbered from 0"),
+            )
+        })?;
+        let firing = self.plane.fire(name, index).map_err(ApiError::from)?;
+        match firing.await {
+            Ok(fired) => Ok(json_response(
+                StatusCode::OK,
+                &json!({ "status": fired.status, "request_id": fired.request_id }),
+            )),
+            Err(error) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "cannot_fire",
+                error.to_string(),
+            )),
+        }
     }
 
     async fn deploy(
@@ -529,7 +556,7 @@ fn published_json(published: &Published, base: &str) -> Value {
         "digest": published.digest,
         "kind": published.kind,
         "route": published.route,
-        "url": format!("{base}{}", published.route),
+        "url": published.route.as_ref().map(|route| format!("{base}{route}")),
     })
 }
 
@@ -538,13 +565,15 @@ fn info_json(info: &FunctionInfo, base: &str) -> Value {
         FunctionInfo::Deployed {
             stored,
             route,
+            triggers,
             load_error,
         } => {
             let mut value = json!({
                 "name": stored.name,
                 "source": "api",
                 "route": route,
-                "url": format!("{base}{route}"),
+                "url": route.as_ref().map(|route| format!("{base}{route}")),
+                "triggers": triggers,
                 "kind": stored.current.kind,
                 "version": stored.current.version,
                 "digest": stored.current.digest,
@@ -559,6 +588,7 @@ fn info_json(info: &FunctionInfo, base: &str) -> Value {
         FunctionInfo::App {
             name,
             route,
+            triggers,
             kind,
             manifest,
         } => json!({
@@ -566,7 +596,8 @@ fn info_json(info: &FunctionInfo, base: &str) -> Value {
             "source": "app",
             "manifest": manifest.as_ref().map(|p| p.display().to_string()),
             "route": route,
-            "url": format!("{base}{route}"),
+            "url": route.as_ref().map(|route| format!("{base}{route}")),
+            "triggers": triggers,
             "kind": kind,
         }),
     }

@@ -44,6 +44,10 @@ pub struct FunctionConfig {
     /// The SQL databases the function may open (`wedge:sql`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sql_databases: Vec<String>,
+    /// Other ways calls reach the function: `{ "type": "cron", ... }`, `{ "type": "queue",
+    /// ... }` (docs/triggers.md). Each is checked by the trigger of its type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger: Vec<serde_json::Value>,
 }
 
 /// Whose data a function's stores and databases hold. The same store name in two scopes is
@@ -93,10 +97,32 @@ impl FunctionConfig {
         scope: StateScope,
     ) -> Result<FunctionSpec, KeyError> {
         check_name(name)?;
-        let route = match &self.route {
-            Some(route) => normalize_route(route)?,
-            None => format!("/{name}"),
-        };
+        let mut triggers = parse_triggers(&self.trigger)?;
+        // `route` is the HTTP trigger's shorthand; a function with other triggers and no
+        // route has none, and one with neither is served on `/NAME`.
+        let explicit_http = triggers
+            .iter()
+            .any(|trigger| matches!(trigger, TriggerSpec::Http { .. }));
+        match &self.route {
+            Some(route) if explicit_http => {
+                return Err(key_error(
+                    "route",
+                    format!(
+                        "`{route}` is given both as `route` and as a trigger of type \"http\"; keep one"
+                    ),
+                ));
+            }
+            Some(route) => triggers.insert(
+                0,
+                TriggerSpec::Http {
+                    route: normalize_route(route)?,
+                },
+            ),
+            None if triggers.is_empty() => triggers.push(TriggerSpec::Http {
+                route: format!("/{name}"),
+            }),
+            None => {}
+        }
         let kind = parse_kind(self.kind.as_deref())?;
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -149,7 +175,7 @@ impl FunctionConfig {
             scope: scope.of(name)?,
             name: name.to_string(),
             kind,
-            triggers: vec![TriggerSpec::Http { route }],
+            triggers,
             timeout,
             max_memory,
             max_concurrency,
@@ -168,6 +194,61 @@ impl FunctionConfig {
             },
         })
     }
+}
+
+/// The `trigger` list: tables with a `type`; an `http` one takes `route`, every other kind is
+/// checked by its trigger when the function is loaded.
+fn parse_triggers(entries: &[serde_json::Value]) -> Result<Vec<TriggerSpec>, KeyError> {
+    let mut triggers = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(table) = entry.as_object() else {
+            return Err(key_error(
+                "trigger",
+                format!(
+                    "entry {index} is not a table: write e.g. {{ type = \"cron\", schedule = \"0 3 * * *\" }}"
+                ),
+            ));
+        };
+        let mut config = table.clone();
+        let kind = match config.remove("type") {
+            Some(serde_json::Value::String(kind)) if !kind.is_empty() => kind,
+            Some(other) => {
+                return Err(key_error(
+                    "trigger",
+                    format!(
+                        "entry {index}: `type` must be a string such as \"cron\" or \"queue\", not {other}"
+                    ),
+                ));
+            }
+            None => {
+                return Err(key_error(
+                    "trigger",
+                    format!("entry {index} has no `type`: write \"http\", \"cron\" or \"queue\""),
+                ));
+            }
+        };
+        if kind == "http" {
+            let route = match config.remove("route") {
+                Some(serde_json::Value::String(route)) => normalize_route(&route)?,
+                _ => {
+                    return Err(key_error(
+                        "trigger",
+                        format!("entry {index}: an http trigger needs `route = \"/path\"`"),
+                    ));
+                }
+            };
+            if let Some(key) = config.keys().next() {
+                return Err(key_error(
+                    "trigger",
+                    format!("entry {index}: an http trigger has only `route`, not `{key}`"),
+                ));
+            }
+            triggers.push(TriggerSpec::Http { route });
+        } else {
+            triggers.push(TriggerSpec::Other { kind, config });
+        }
+    }
+    Ok(triggers)
 }
 
 /// Granted store or database names: plain (they become file names and Redis keys), each once.

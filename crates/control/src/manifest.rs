@@ -17,7 +17,7 @@ pub use crate::config::{DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT};
 struct RawFunction {
     name: String,
     source: PathBuf,
-    route: String,
+    route: Option<String>,
     kind: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -32,6 +32,8 @@ struct RawFunction {
     key_value_stores: Vec<String>,
     #[serde(default)]
     sql_databases: Vec<String>,
+    #[serde(default)]
+    trigger: Vec<toml::Value>,
     build: Option<String>,
 }
 
@@ -156,7 +158,7 @@ impl AppManifest {
             }
             if let Some(other) = functions
                 .iter()
-                .find(|f| f.spec.route() == function.spec.route())
+                .find(|f| f.spec.route().is_some() && f.spec.route() == function.spec.route())
             {
                 return Err(fail(format!(
                     "key `route`: `{}` is already the route of function `{}`; give each function its own route",
@@ -178,7 +180,7 @@ fn describe_serde_error(message: &str) -> String {
     if message.starts_with("unknown field") {
         format!("{message}. Remove the key or fix its spelling (docs/manifest.md lists every key)")
     } else if message.starts_with("missing field") {
-        format!("{message}: every function needs name, source and route")
+        format!("{message}: every function needs name and source, and a route or a trigger")
     } else {
         message.to_string()
     }
@@ -198,8 +200,20 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestFunction, String> {
     // The name first: a bad one is reported before anything else about the function.
     config::check_name(&raw.name).map_err(|e| e.to_string())?;
+    if raw.route.is_none() && raw.trigger.is_empty() {
+        return Err(
+            "it has neither `route` nor `trigger`: give it a route (route = \"/path\") or a trigger (trigger = [{ type = \"cron\", schedule = \"0 3 * * *\" }])".into(),
+        );
+    }
+    let trigger = raw
+        .trigger
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("key `trigger`: {error}"))?;
     let config = FunctionConfig {
-        route: Some(raw.route),
+        trigger,
+        route: raw.route,
         kind: raw.kind,
         env: raw.env,
         allowed_outbound_hosts: raw.allowed_outbound_hosts,

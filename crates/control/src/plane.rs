@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use wedge_engine::Program;
 use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{self, InputFormat, LoadError, Loader, describe_chain};
-use wedge_host::{Function, FunctionSpec, Host, LoadFunctionError, Trigger};
+use wedge_host::{
+    FireFuture, Function, FunctionSpec, Host, LoadFunctionError, Trigger, TriggerConfigError,
+    TriggerSpec,
+};
 
 use crate::config::{FunctionConfig, KeyError};
 use crate::store::{FunctionStore, StoreError, StoredFunction, StoredVersion};
@@ -35,6 +38,13 @@ pub struct AppFunctions {
 pub enum DeployError {
     #[error(transparent)]
     InvalidConfig(KeyError),
+    #[error("trigger {index} (type `{kind}`)")]
+    InvalidTrigger {
+        index: usize,
+        kind: String,
+        #[source]
+        error: TriggerConfigError,
+    },
     #[error("the upload is not a usable function")]
     NotWasm(#[source] LoadError),
     #[error("the upload is not a usable function")]
@@ -83,7 +93,7 @@ impl DeployError {
     /// The HTTP status the API answers with.
     pub fn status(&self) -> u16 {
         match self {
-            DeployError::InvalidConfig(_) => 400,
+            DeployError::InvalidConfig(_) | DeployError::InvalidTrigger { .. } => 400,
             DeployError::NotWasm(_)
             | DeployError::BadProgram(_)
             | DeployError::CompiledArtifact
@@ -101,7 +111,7 @@ impl DeployError {
     /// A stable, machine-readable code for the `error` field.
     pub fn code(&self) -> &'static str {
         match self {
-            DeployError::InvalidConfig(_) => "invalid_config",
+            DeployError::InvalidConfig(_) | DeployError::InvalidTrigger { .. } => "invalid_config",
             DeployError::NotWasm(_) => "not_wasm",
             DeployError::BadProgram(_) | DeployError::CompiledArtifact => "invalid_wasm",
             DeployError::WrongKind(_) => "wrong_kind",
@@ -148,6 +158,15 @@ pub enum RestoreError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("function `{function}` of the app manifest `{}`: trigger {index} (type `{kind}`)", manifest.display())]
+    AppTrigger {
+        function: String,
+        index: usize,
+        kind: String,
+        manifest: PathBuf,
+        #[source]
+        error: Box<TriggerConfigError>,
+    },
 }
 
 /// What a deploy or rollback published.
@@ -157,7 +176,8 @@ pub struct Published {
     pub version: u64,
     pub digest: String,
     pub kind: String,
-    pub route: String,
+    /// Its HTTP route, if it has one (a function may have only other triggers).
+    pub route: Option<String>,
     /// True when the function did not exist before (a deploy answers 201).
     pub created: bool,
 }
@@ -167,13 +187,15 @@ pub struct Published {
 pub enum FunctionInfo {
     Deployed {
         stored: Box<StoredFunction>,
-        route: String,
+        route: Option<String>,
+        triggers: Vec<serde_json::Value>,
         /// Why it is not being served, when its stored version failed to load at start-up.
         load_error: Option<String>,
     },
     App {
         name: String,
-        route: String,
+        route: Option<String>,
+        triggers: Vec<serde_json::Value>,
         kind: String,
         manifest: Option<PathBuf>,
     },
@@ -225,6 +247,17 @@ impl ControlPlane {
         store: FunctionStore,
         max_memory: u64,
     ) -> Result<Arc<Self>, RestoreError> {
+        for function in &app.functions {
+            check_triggers(&triggers, &function.spec).map_err(|refusal| {
+                RestoreError::AppTrigger {
+                    function: function.spec.name.clone(),
+                    index: refusal.index,
+                    kind: refusal.kind,
+                    manifest: app.manifest.clone().unwrap_or_default(),
+                    error: Box::new(refusal.error),
+                }
+            })?;
+        }
         let stored = store.list()?;
         for function in &stored {
             if let Some(clash) = app.functions.iter().find(|f| f.spec.name == function.name) {
@@ -254,14 +287,12 @@ impl ControlPlane {
             for (stored, result) in stored.iter().zip(restored) {
                 match result {
                     Ok(deployed) => {
-                        if let Some(app) = plane
-                            .app
-                            .functions
-                            .iter()
-                            .find(|f| f.spec.route() == deployed.function.spec.route())
-                        {
+                        if let Some(app) = plane.app.functions.iter().find(|f| {
+                            f.spec.route().is_some()
+                                && f.spec.route() == deployed.function.spec.route()
+                        }) {
                             return Err(RestoreError::RouteClash {
-                                route: route_of(&app.spec),
+                                route: route_of(&app.spec).unwrap_or_default(),
                                 app_function: app.spec.name.clone(),
                                 deployed: stored.name.clone(),
                                 manifest: plane.app.manifest.clone().unwrap_or_default(),
@@ -328,6 +359,11 @@ impl ControlPlane {
         let spec = config
             .to_spec(name, Vec::new(), crate::config::StateScope::Deployed)
             .map_err(DeployError::InvalidConfig)?;
+        check_triggers(&self.triggers, &spec).map_err(|refusal| DeployError::InvalidTrigger {
+            index: refusal.index,
+            kind: refusal.kind,
+            error: refusal.error,
+        })?;
         if spec.max_memory > self.max_memory {
             return Err(DeployError::InvalidConfig(KeyError {
                 key: "max_memory",
@@ -397,7 +433,15 @@ impl ControlPlane {
         }
     }
 
-    fn check_route(&self, state: &State, name: &str, route: &str) -> Result<(), DeployError> {
+    fn check_route(
+        &self,
+        state: &State,
+        name: &str,
+        route: Option<&str>,
+    ) -> Result<(), DeployError> {
+        let Some(route) = route else {
+            return Ok(());
+        };
         if let Some(app) = self
             .app
             .functions
@@ -434,7 +478,7 @@ impl ControlPlane {
         let spec = self.spec_of(name, &config)?;
         self.check_name(name)?;
         // Cheap checks before the expensive compile; all are repeated under the lock.
-        self.check_route(&self.lock(), name, &route_of(&spec))?;
+        self.check_route(&self.lock(), name, spec.route())?;
         let digest = blake3::hash(wasm).to_hex().to_string();
         let shared = self
             .lock()
@@ -451,7 +495,7 @@ impl ControlPlane {
         let route = route_of(&function.spec);
 
         let mut state = self.lock();
-        self.check_route(&state, name, &route)?;
+        self.check_route(&state, name, route.as_deref())?;
         state.store.blobs().put(&digest, wasm)?;
         crash_point("after-blob");
         let (version, created) = state.store.add_version(
@@ -464,7 +508,7 @@ impl ControlPlane {
         )?;
         crash_point("after-commit");
         self.install(&mut state, name, function, program, digest.clone());
-        tracing::info!(target: "wedge::deploy", function = name, version, %digest, %route, "published");
+        tracing::info!(target: "wedge::deploy", function = name, version, %digest, route = route.as_deref().unwrap_or("(none)"), "published");
         Ok(Published {
             name: name.to_string(),
             version,
@@ -502,7 +546,7 @@ impl ControlPlane {
                 })?,
         };
         let spec = self.spec_of(name, &target.config)?;
-        self.check_route(&state, name, &route_of(&spec))?;
+        self.check_route(&state, name, spec.route())?;
         let bytes = state.store.blobs().read(&target.digest)?;
         let program = self.compile(&bytes)?;
         let function = self.link(spec, program.clone())?;
@@ -613,18 +657,20 @@ impl ControlPlane {
     }
 
     fn deployed_info(&self, state: &State, stored: StoredFunction) -> FunctionInfo {
-        let route = match state.deployed.get(&stored.name) {
-            Some(deployed) => route_of(&deployed.function.spec),
-            None => stored
-                .current
-                .config
-                .route
-                .clone()
-                .unwrap_or_else(|| format!("/{}", stored.name)),
+        let (route, triggers) = match state.deployed.get(&stored.name) {
+            Some(deployed) => (
+                route_of(&deployed.function.spec),
+                triggers_json(&deployed.function.spec),
+            ),
+            None => (
+                stored.current.config.route.clone(),
+                stored.current.config.trigger.clone(),
+            ),
         };
         FunctionInfo::Deployed {
             load_error: state.failed.get(&stored.name).cloned(),
             route,
+            triggers,
             stored: Box::new(stored),
         }
     }
@@ -633,9 +679,43 @@ impl ControlPlane {
         FunctionInfo::App {
             name: function.spec.name.clone(),
             route: route_of(&function.spec),
+            triggers: triggers_json(&function.spec),
             kind: function.kind.as_str().to_string(),
             manifest: self.app.manifest.clone(),
         }
+    }
+
+    /// Runs trigger `index` of the served function `name` once, now.
+    pub fn fire(&self, name: &str, index: usize) -> Result<FireFuture, DeployError> {
+        let function = self
+            .function(name)
+            .ok_or_else(|| DeployError::UnknownFunction(name.to_string()))?;
+        let kind = function
+            .spec
+            .triggers
+            .get(index)
+            .map(|trigger| trigger.kind().to_string())
+            .ok_or_else(|| DeployError::InvalidTrigger {
+                index,
+                kind: "none".into(),
+                error: TriggerConfigError::new(
+                    "trigger",
+                    format!(
+                        "function `{name}` has {} trigger(s), numbered from 0",
+                        function.spec.triggers.len()
+                    ),
+                ),
+            })?;
+        let trigger = self
+            .triggers
+            .iter()
+            .find(|trigger| trigger.kind() == kind)
+            .ok_or_else(|| DeployError::InvalidTrigger {
+                index,
+                kind: kind.clone(),
+                error: TriggerConfigError::new("type", "no trigger of this type is running"),
+            })?;
+        Ok(trigger.fire(&function, index))
     }
 
     fn publish(&self, state: &State) {
@@ -652,9 +732,60 @@ impl ControlPlane {
     }
 }
 
-/// A function's HTTP route (every function has one today: a deploy defaults it to `/NAME`).
-fn route_of(spec: &FunctionSpec) -> String {
-    spec.route().unwrap_or_default().to_string()
+/// A function's HTTP route, if it has one.
+fn route_of(spec: &FunctionSpec) -> Option<String> {
+    spec.route().map(str::to_string)
+}
+
+/// A function's triggers as the API shows them: each table with its `type`.
+fn triggers_json(spec: &FunctionSpec) -> Vec<serde_json::Value> {
+    spec.triggers
+        .iter()
+        .map(|trigger| match trigger {
+            TriggerSpec::Http { route } => serde_json::json!({ "type": "http", "route": route }),
+            TriggerSpec::Other { kind, config } => {
+                let mut table = config.clone();
+                table.insert("type".into(), serde_json::Value::String(kind.clone()));
+                serde_json::Value::Object(table)
+            }
+        })
+        .collect()
+}
+
+/// A trigger table its trigger refused.
+struct TriggerRefusal {
+    index: usize,
+    kind: String,
+    error: TriggerConfigError,
+}
+
+/// Checks every trigger table of `spec` with the trigger of its type.
+fn check_triggers(
+    triggers: &[Arc<dyn Trigger>],
+    spec: &FunctionSpec,
+) -> Result<(), TriggerRefusal> {
+    for (index, trigger_spec) in spec.triggers.iter().enumerate() {
+        let TriggerSpec::Other { kind, config } = trigger_spec else {
+            continue;
+        };
+        let refusal = |error| TriggerRefusal {
+            index,
+            kind: kind.clone(),
+            error,
+        };
+        let Some(trigger) = triggers.iter().find(|trigger| trigger.kind() == kind) else {
+            let known: Vec<&str> = triggers.iter().map(|trigger| trigger.kind()).collect();
+            return Err(refusal(TriggerConfigError::new(
+                "type",
+                format!(
+                    "`{kind}` is not a trigger type of this server; write one of {}",
+                    known.join(", ")
+                ),
+            )));
+        };
+        trigger.check(spec, config).map_err(refusal)?;
+    }
+    Ok(())
 }
 
 /// Runs `work` over `items` on every core, keeping the order.

@@ -14,11 +14,13 @@ use wedge_engine::WedgeEngine;
 use wedge_engine::engine::{EngineOptions, PoolingOptions};
 
 use crate::capabilities::Services;
+use crate::function::FunctionKind;
 use crate::function::{Function, FunctionCode};
 use crate::guest_response::ResponseHeadLimits;
 use crate::logs::Stream;
 use crate::response::{self, Body};
-use crate::{deadline, http_handler, wagi};
+use crate::{deadline, http_handler, reactor, wagi};
+use wedge_engine::outcome::GuestFailure;
 
 /// Node-wide limits on calls.
 #[derive(Debug, Clone)]
@@ -156,32 +158,9 @@ impl Host {
         request: &Request<Body>,
         request_id: &str,
     ) -> Result<Vec<OwnedSemaphorePermit>, Box<Response<Body>>> {
-        let mut permits = Vec::with_capacity(2);
-        match self.global.clone().try_acquire_owned() {
-            Ok(permit) => permits.push(permit),
-            Err(_) => {
-                self.metrics.rejected_global.fetch_add(1, Ordering::Relaxed);
-                return Err(Box::new(over_capacity(
-                    request_id,
-                    "the server is at its concurrency limit",
-                )));
-            }
-        }
-        if let Some(limit) = &function.concurrency {
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => {
-                    function.metrics.rejections.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::new(over_capacity(
-                        request_id,
-                        &format!(
-                            "function `{}` is at its concurrency limit",
-                            function.spec.name
-                        ),
-                    )));
-                }
-            }
-        }
+        let permits = self
+            .permits(function)
+            .map_err(|why| Box::new(over_capacity(request_id, &why)))?;
         let declared_length = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -197,6 +176,63 @@ impl Host {
             )));
         }
         Ok(permits)
+    }
+
+    /// The node's and the function's concurrency permits, or why not (never queued).
+    fn permits(&self, function: &Function) -> Result<Vec<OwnedSemaphorePermit>, String> {
+        let mut permits = Vec::with_capacity(2);
+        match self.global.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => {
+                self.metrics.rejected_global.fetch_add(1, Ordering::Relaxed);
+                return Err("the server is at its concurrency limit".into());
+            }
+        }
+        if let Some(limit) = &function.concurrency {
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => {
+                    function.metrics.rejections.fetch_add(1, Ordering::Relaxed);
+                    return Err(format!(
+                        "function `{}` is at its concurrency limit",
+                        function.spec.name
+                    ));
+                }
+            }
+        }
+        Ok(permits)
+    }
+
+    /// Calls the export `export` of a reactor function (a stream function) with `args`
+    /// parsed by its signature (as `wedge run --invoke` parses them), in a fresh instance,
+    /// under the same admission, deadline, memory limit, metrics and log as every call.
+    pub async fn call_export(
+        &self,
+        function: &Arc<Function>,
+        export: &str,
+        args: &[String],
+        request_id: &str,
+    ) -> Result<Vec<wasmtime::Val>, ExportCallError> {
+        let FunctionCode::Reactor(pre) = &function.code else {
+            return Err(ExportCallError::NotReactor {
+                function: function.spec.name.clone(),
+                kind: function.kind,
+            });
+        };
+        let (ty, params) = wedge_engine::invoke::prepare_call(pre.module(), export, args)
+            .map_err(ExportCallError::Arguments)?;
+        let _permits = self.permits(function).map_err(ExportCallError::Busy)?;
+        let started = Instant::now();
+        function.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(function.clone());
+        let outcome = reactor::call(pre, function, export, &ty, params, request_id).await;
+        let status = match &outcome {
+            Ok(_) => 200,
+            Err(ExportCallError::Failed(GuestFailure::Timeout)) => 504,
+            Err(_) => 500,
+        };
+        function.metrics.record_response(status, started.elapsed());
+        outcome
     }
 
     async fn admit_and_run(
@@ -234,8 +270,39 @@ impl Host {
                 )
                 .await
             }
+            FunctionCode::Reactor(_) => response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &context.request_id,
+                &format!(
+                    "function `{}` is a reactor module (no `_start`): it has no HTTP handler, only exports for a queue trigger's `invoke`",
+                    function.spec.name
+                ),
+            ),
         }
     }
+}
+
+/// Why a call of an export did not return values.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportCallError {
+    #[error(
+        "function `{function}` is a `{kind}` function, not a reactor module: it has no exports to call"
+    )]
+    NotReactor {
+        function: String,
+        kind: FunctionKind,
+    },
+    /// The arguments do not fit the export's signature (a message that cannot be passed).
+    #[error("the arguments do not fit")]
+    Arguments(#[source] wedge_engine::invoke::InvokeError),
+    /// Over the node's or the function's concurrency limit: try again later.
+    #[error("{0}")]
+    Busy(String),
+    #[error("the function's instance could not be made")]
+    Instance(#[source] wedge_capabilities::InstanceError),
+    /// The guest trapped, ran past its timeout, or exited.
+    #[error("the guest {0}")]
+    Failed(GuestFailure),
 }
 
 /// Decrements the function's in-flight gauge when the call is done (or dropped).

@@ -28,6 +28,9 @@ pub enum FunctionKind {
     Http,
     /// A WASI preview 1 command module, run CGI-style.
     Wagi,
+    /// A core module without `_start` whose exports are called directly (a stream
+    /// function: a queue trigger's `invoke`).
+    Reactor,
 }
 
 impl FunctionKind {
@@ -35,6 +38,7 @@ impl FunctionKind {
         match self {
             FunctionKind::Http => "http",
             FunctionKind::Wagi => "wagi",
+            FunctionKind::Reactor => "reactor",
         }
     }
 }
@@ -45,11 +49,28 @@ impl std::fmt::Display for FunctionKind {
     }
 }
 
+/// A trigger's table as written in the manifest or a deploy (its keys, `type` left out).
+pub type TriggerConfig = serde_json::Map<String, serde_json::Value>;
+
 /// One way calls reach a function, as configured. Each trigger reads its own kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TriggerSpec {
-    /// An HTTP route: a path prefix without a trailing slash (or `/`).
+    /// An HTTP route: a path prefix without a trailing slash (or `/`). The manifest's
+    /// `route = "/x"` is its shorthand.
     Http { route: String },
+    /// Any other kind (`cron`, `queue`, ...): its `type` and its table, checked by the trigger
+    /// of that kind (`Trigger::check`) before the function is accepted.
+    Other { kind: String, config: TriggerConfig },
+}
+
+impl TriggerSpec {
+    /// Its `type`.
+    pub fn kind(&self) -> &str {
+        match self {
+            TriggerSpec::Http { .. } => "http",
+            TriggerSpec::Other { kind, .. } => kind,
+        }
+    }
 }
 
 /// A function's configuration, validated (see `wedge-control` for where it comes from).
@@ -74,12 +95,24 @@ pub struct FunctionSpec {
 impl FunctionSpec {
     /// The HTTP route, when the function has one.
     pub fn route(&self) -> Option<&str> {
+        self.triggers.iter().find_map(|trigger| match trigger {
+            TriggerSpec::Http { route } => Some(route.as_str()),
+            TriggerSpec::Other { .. } => None,
+        })
+    }
+
+    /// Its triggers of one kind, with their index in `triggers`.
+    pub fn triggers_of<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a TriggerConfig)> + 'a {
         self.triggers
             .iter()
-            .map(|trigger| match trigger {
-                TriggerSpec::Http { route } => route.as_str(),
+            .enumerate()
+            .filter_map(move |(index, trigger)| match trigger {
+                TriggerSpec::Other { kind: k, config } if k == kind => Some((index, config)),
+                _ => None,
             })
-            .next()
     }
 }
 
@@ -88,7 +121,7 @@ pub enum LoadFunctionError {
     #[error(transparent)]
     Program(#[from] LoadError),
     #[error(
-        "it is neither kind of function: {found}. An `http` function is a component exporting wasi:http/incoming-handler (WASI 0.2); a `wagi` function is a WASI preview 1 command module exporting `_start`"
+        "it is neither kind of function: {found}. An `http` function is a component exporting wasi:http/incoming-handler (WASI 0.2); a `wagi` function is a WASI preview 1 command module exporting `_start`; a core module without `_start` can only be called through a queue trigger's `invoke` (a stream function, with no route)"
     )]
     NeitherKind { found: String },
     #[error(
@@ -107,6 +140,7 @@ pub enum LoadFunctionError {
 pub(crate) enum FunctionCode {
     Http(ProxyPre<ComponentState>),
     Wagi(wasmtime::InstancePre<ModuleState>),
+    Reactor(wasmtime::InstancePre<ModuleState>),
 }
 
 /// A loaded function, ready to be called.
@@ -159,22 +193,33 @@ impl Function {
             }
             Program::Module(module) => {
                 let grants = Grants::prepare(&spec.grants, services, identity)?;
-                if !matches!(
+                let has_start = matches!(
                     module.get_export("_start"),
                     Some(wasmtime::ExternType::Func(_))
-                ) {
+                );
+                // Without `_start`, a module is a reactor: its exports are called by a
+                // trigger (a stream function). It cannot answer HTTP requests.
+                let kind = if has_start {
+                    FunctionKind::Wagi
+                } else if spec.route().is_none() && !spec.triggers.is_empty() {
+                    FunctionKind::Reactor
+                } else {
                     return Err(LoadFunctionError::NeitherKind {
                         found: "a core module without a `_start` export (a library, not a command)"
                             .into(),
                     });
-                }
-                check_stated(
-                    spec.kind,
-                    FunctionKind::Wagi,
-                    "a core module (a `wagi` function)",
-                )?;
+                };
+                let description = match kind {
+                    FunctionKind::Reactor => "a core module without `_start` (a `reactor`)",
+                    _ => "a core module (a `wagi` function)",
+                };
+                check_stated(spec.kind, kind, description)?;
                 let pre = link_module(engine, &module, services)?;
-                (FunctionKind::Wagi, FunctionCode::Wagi(pre), grants)
+                let code = match kind {
+                    FunctionKind::Reactor => FunctionCode::Reactor(pre),
+                    _ => FunctionCode::Wagi(pre),
+                };
+                (kind, code, grants)
             }
         };
         Ok(Self {

@@ -21,14 +21,20 @@ mod http_handler;
 pub mod logs;
 pub mod metrics;
 mod outcome;
+mod reactor;
 pub mod request_id;
 pub mod response;
 pub mod time;
 pub mod trigger;
 mod wagi;
 
-pub use call::{CallContext, Host, HostLimits, HostMetrics, contain_panic, serving_engine_options};
+pub use call::{
+    CallContext, ExportCallError, Host, HostLimits, HostMetrics, contain_panic,
+    serving_engine_options,
+};
 pub use capabilities::{ComponentState, GrantConfig, ModuleState, Services};
-pub use function::{Function, FunctionKind, FunctionSpec, LoadFunctionError, TriggerSpec};
+pub use function::{
+    Function, FunctionKind, FunctionSpec, LoadFunctionError, TriggerConfig, TriggerSpec,
+};
 pub use response::{Body, BodyError, REQUEST_ID_HEADER};
-pub use trigger::Trigger;
+pub use trigger::{FireError, FireFuture, Fired, Trigger, TriggerConfigError};

@@ -65,6 +65,8 @@ pub struct Gateway {
     /// started with while new requests see the new table.
     router: ArcSwap<Router>,
     api: OnceLock<Arc<dyn ApiHandler>>,
+    /// The node's other triggers, whose metrics `/_wedge/metrics` shows too.
+    others: OnceLock<Vec<Arc<dyn Trigger>>>,
     limits: GatewayLimits,
     metrics: GatewayMetrics,
 }
@@ -75,6 +77,7 @@ impl Gateway {
             host,
             router: ArcSwap::from_pointee(Router::default()),
             api: OnceLock::new(),
+            others: OnceLock::new(),
             limits,
             metrics: GatewayMetrics::default(),
         })
@@ -101,6 +104,12 @@ impl Gateway {
     /// Only the first mount counts.
     pub fn mount_api(&self, api: Arc<dyn ApiHandler>) {
         let _ = self.api.set(api);
+    }
+
+    /// Shows the metrics of the node's other triggers on `/_wedge/metrics` too. Only the
+    /// first call counts.
+    pub fn show_metrics_of(&self, triggers: Vec<Arc<dyn Trigger>>) {
+        let _ = self.others.set(triggers);
     }
 
     /// Serves until `shutdown` resolves, then lets requests in flight finish (bounded by
@@ -266,6 +275,9 @@ impl Gateway {
                     .map(|f| (f.spec.name.as_str(), &*f.metrics));
                 let mut out = wedge_host::metrics::render(self.host.metrics(), functions);
                 metrics::render(&mut out, &self.metrics);
+                for trigger in self.others.get().into_iter().flatten() {
+                    trigger.render_metrics(&mut out);
+                }
                 text("text/plain; version=0.0.4; charset=utf-8", out)
             }
             _ if path == "/_wedge/api" || path.starts_with("/_wedge/api/") => {
