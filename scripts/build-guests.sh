@@ -63,6 +63,8 @@ build_c crash -Wl,--strip-debug
 build_c wagi-hello -Wl,--strip-all
 build_c wagi-echo -Wl,--strip-all
 build_c wagi-hostile -Wl,--strip-all
+# A reactor (no `_start`, exports only): the stream function of the sensor demo.
+build_c triple -mexec-model=reactor -Wl,--strip-all
 
 # Rust components: standalone Cargo projects (empty [workspace] table) sharing
 # one target dir. cargo decides itself whether anything needs rebuilding.
@@ -84,6 +86,7 @@ build_rust hello-component hello-component   # a command (bin target)
 build_rust http-hello http_hello             # wasi:http/proxy (cdylib)
 build_rust http-probe http_probe             # wasi:http/proxy (cdylib)
 build_rust http-state http_state             # wasi:http/proxy + wasi:keyvalue + wedge:sql (cdylib)
+build_rust queue-demo queue_demo             # wasi:http/proxy + wasi:keyvalue + wedge:queue (cdylib)
 
 # --- JavaScript, Python and C components ------------------------------------------
 # Built with the project's own toolchains (target/toolchains/bin) against the WIT that
@@ -152,13 +155,13 @@ wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile hello-component http-hello http-probe http-state \
+for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile triple hello-component http-hello http-probe http-state queue-demo \
     js-hello js-echo js-json-api js-fetch js-orders js-counter \
     py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
     case "$f:$magic" in
-        hello-component:0061736d0d000100 | *http-*:0061736d0d000100 | js-*:0061736d0d000100 | py-*:0061736d0d000100) ;;
-        hello-component:* | *http-*:* | js-*:* | py-*:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
+        hello-component:0061736d0d000100 | queue-demo:0061736d0d000100 | *http-*:0061736d0d000100 | js-*:0061736d0d000100 | py-*:0061736d0d000100) ;;
+        hello-component:* | queue-demo:* | *http-*:* | js-*:* | py-*:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
         *:0061736d01000000) ;;
         *) echo "build-guests: $OUT/$f.wasm is not a core module ($magic)" >&2; exit 1 ;;
     esac

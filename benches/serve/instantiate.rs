@@ -102,6 +102,7 @@ fn main() {
                 Arc::new(SqliteSql::new(state_dir)),
                 SqlLimits::default(),
             ))),
+            queue: None,
         };
         let function = Function::load(&engine, spec, program, &services).expect("load function");
         let host = Host::new(engine, services, limits);

@@ -17,5 +17,6 @@ pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
 pub mod names;
+pub mod queue;
 pub mod sql;
 mod sqlite_size;

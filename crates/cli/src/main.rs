@@ -11,6 +11,7 @@ mod input;
 mod log_queue;
 mod logs;
 mod new;
+mod queues;
 mod run;
 mod serve;
 
@@ -48,6 +49,8 @@ enum Command {
     Functions(functions::FunctionsArgs),
     /// Print a function's log; -f follows it.
     Logs(logs::LogsArgs),
+    /// The node's durable queues: list them, send a message, show or replay dead letters.
+    Queues(queues::QueuesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(args) => deploy::deploy(args).map(|()| 0),
         Command::Functions(args) => functions::functions(args).map(|()| 0),
         Command::Logs(args) => logs::logs(args).map(|()| 0),
+        Command::Queues(args) => queues::queues(args).map(|()| 0),
     };
     // Queued log lines come out before a failure's message, and before the process exits.
     log_queue::flush_and_stop();

@@ -21,6 +21,7 @@ use wedge_engine::program::{LoadError, Loader};
 use wedge_engine::{WedgeEngine, units};
 use wedge_host::{Function, Host, HostLimits, LoadFunctionError, Trigger};
 use wedge_trigger_http::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};
+use wedge_trigger_queue::QueueTrigger;
 
 use crate::exit::{Failure, Status, WithStatus};
 
@@ -246,7 +247,21 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         manifest: manifest.as_ref().map(|m| m.path.clone()),
         functions,
     };
-    let triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone()];
+    // Event triggers run on a runtime of their own, off the HTTP workers; a panic there is
+    // contained to its task, as on the workers.
+    let trigger_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("wedge-trigger")
+        .enable_all()
+        .on_thread_start(crate::contain_panics_on_this_thread)
+        .build()
+        .context("cannot start the triggers' runtime")
+        .status(Status::Internal)?;
+    let queue_trigger = QueueTrigger::new(host.clone(), trigger_runtime.handle().clone());
+    let event_triggers: Vec<Arc<dyn Trigger>> = vec![queue_trigger];
+    gateway.show_metrics_of(event_triggers.clone());
+    let mut triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone()];
+    triggers.extend(event_triggers.iter().cloned());
     let plane = ControlPlane::start(host, cache, triggers, app, store, args.max_function_memory)
         .map_err(|error| {
             let status = match error {
@@ -304,6 +319,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .context("cannot start the signal handler")
         .status(Status::Internal)?;
     signals.block_on(shutdown_signal());
+    // Schedules and consumers stop taking new work; their calls in flight finish.
+    for trigger in &event_triggers {
+        trigger.stop();
+    }
     // Log followers end first, so they do not hold up the drain.
     let _ = closing.send(true);
     let _ = stop.send(true);
@@ -320,6 +339,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             }
         }
     }
+    // Deliveries still running get the same grace as requests.
+    trigger_runtime.shutdown_timeout(args.shutdown_timeout);
     result
 }
 

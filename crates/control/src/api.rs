@@ -9,6 +9,9 @@
 //! DELETE /_wedge/api/v1/functions/{name}
 //! POST   /_wedge/api/v1/functions/{name}/rollback  {"version": N} or empty: the previous one
 //! GET    /_wedge/api/v1/functions/{name}/logs      ?follow=1 streams new lines
+//! POST   /_wedge/api/v1/functions/{name}/triggers/{i}/fire   run trigger i now
+//! GET    /_wedge/api/v1/queues[/{name}[/dlq]]      queues, their depth, dead letters
+//! POST   /_wedge/api/v1/queues/{name}/messages     send (also .../batch, .../dlq/replay)
 //! ```
 //!
 //! Errors are `{"error": code, "detail": message, "request_id": id}` with a 4xx/5xx status.
@@ -33,6 +36,7 @@ pub type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response
 use crate::config::FunctionConfig;
 use crate::multipart;
 use crate::plane::{ControlPlane, DeployError, FunctionInfo, Published};
+use crate::queues_api;
 use crate::store::StoredVersion;
 use crate::token::ApiToken;
 
@@ -203,6 +207,24 @@ impl Inner {
                 self.fire(name, index).await
             }
             (["functions", _, "triggers", _, "fire"], _) => Err(not_allowed(&method, "POST")),
+            (["queues"], &Method::GET) => self.queues_list().await,
+            (["queues", name], &Method::GET) => self.queue_stats(query(&request), name).await,
+            (["queues", name, "messages"], &Method::POST) => {
+                self.queue_send(request, name, false).await
+            }
+            (["queues", name, "batch"], &Method::POST) => {
+                self.queue_send(request, name, true).await
+            }
+            (["queues", name, "dlq"], &Method::GET) => self.queue_dead(query(&request), name).await,
+            (["queues", name, "dlq", "replay"], &Method::POST) => {
+                self.queue_replay(request, name).await
+            }
+            (["queues"], _) | (["queues", _], _) | (["queues", _, "dlq"], _) => {
+                Err(not_allowed(&method, "GET"))
+            }
+            (["queues", _, "messages" | "batch"], _) | (["queues", _, "dlq", "replay"], _) => {
+                Err(not_allowed(&method, "POST"))
+            }
             (["functions"], _) => Err(not_allowed(&method, "GET")),
             (["functions", _], _) => Err(not_allowed(&method, "GET, PUT, DELETE")),
             (["functions", _, "rollback"], _) => Err(not_allowed(&method, "POST")),
@@ -254,6 +276,185 @@ impl Inner {
             value["versions"] = versions.iter().map(version_json).collect();
         }
         Ok(json_response(StatusCode::OK, &value))
+    }
+
+    /// The queue `name` in the scope the request names (`?function=NAME`, else the app's).
+    fn queue_of(
+        &self,
+        query: Option<&str>,
+        name: &str,
+    ) -> Result<
+        (
+            std::sync::Arc<wedge_capabilities::queue::Queues>,
+            wedge_capabilities::queue::QueueId,
+        ),
+        ApiError,
+    > {
+        let queues = self.plane.queues().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_endpoint",
+                "this server offers no queues",
+            )
+        })?;
+        let function = queues_api::query_param(query, "function");
+        let scope = self.plane.scope_of(function).map_err(ApiError::from)?;
+        let name = wedge_capabilities::names::StateName::new("queue", name).map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                error.to_string(),
+            )
+        })?;
+        Ok((
+            queues,
+            wedge_capabilities::queue::QueueId::of(&scope, &name),
+        ))
+    }
+
+    async fn queues_list(self: &Arc<Self>) -> Result<Response<Body>, ApiError> {
+        let Some(queues) = self.plane.queues() else {
+            return Ok(json_response(StatusCode::OK, &json!({ "queues": [] })));
+        };
+        let mut listed = Vec::new();
+        for queue in self.plane.known_queues() {
+            let stats = queues
+                .backend(&queue)
+                .stats(&queue)
+                .await
+                .map_err(queue_error)?;
+            listed.push(queues_api::stats_json(&queue, &stats));
+        }
+        Ok(json_response(StatusCode::OK, &json!({ "queues": listed })))
+    }
+
+    async fn queue_stats(
+        self: &Arc<Self>,
+        query: Option<String>,
+        name: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let (queues, queue) = self.queue_of(query.as_deref(), name)?;
+        let stats = queues
+            .backend(&queue)
+            .stats(&queue)
+            .await
+            .map_err(queue_error)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &queues_api::stats_json(&queue, &stats),
+        ))
+    }
+
+    async fn queue_send(
+        self: &Arc<Self>,
+        request: ApiRequest,
+        name: &str,
+        batch: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let (queues, queue) = self.queue_of(request.uri().query(), name)?;
+        let content_type = request
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_limited(request, self.max_upload).await?;
+        let messages = if batch {
+            queues_api::batch_messages(&body).map_err(|problem| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", problem)
+            })?
+        } else {
+            vec![wedge_capabilities::queue::NewMessage { body, content_type }]
+        };
+        let ids = queues.send(&queue, messages).await.map_err(queue_error)?;
+        tracing::info!(target: "wedge::api", %queue, count = ids.len(), "messages sent");
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({ "queue": queue.name().as_str(), "scope": queue.scope().as_str(), "ids": ids }),
+        ))
+    }
+
+    async fn queue_dead(
+        self: &Arc<Self>,
+        query: Option<String>,
+        name: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let (queues, queue) = self.queue_of(query.as_deref(), name)?;
+        let limit = queues_api::query_param(query.as_deref(), "limit")
+            .and_then(|limit| limit.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, 10_000);
+        let dead = queues
+            .backend(&queue)
+            .dead_letters(&queue, limit)
+            .await
+            .map_err(queue_error)?;
+        let dead: Vec<Value> = dead
+            .iter()
+            .map(|letter| {
+                json!({
+                    "id": letter.id,
+                    "body": String::from_utf8_lossy(&letter.body),
+                    "content_type": letter.content_type,
+                    "attempts": letter.attempts,
+                    "enqueued": wedge_host::time::rfc3339_millis(letter.enqueued_ms),
+                    "died": wedge_host::time::rfc3339_millis(letter.died_ms),
+                    "reason": letter.reason,
+                })
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "queue": queue.name().as_str(), "scope": queue.scope().as_str(), "dead_letters": dead }),
+        ))
+    }
+
+    async fn queue_replay(
+        self: &Arc<Self>,
+        request: ApiRequest,
+        name: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let (queues, queue) = self.queue_of(request.uri().query(), name)?;
+        let body = read_limited(request, self.max_upload).await?;
+        let ids = if body.is_empty() {
+            None
+        } else {
+            let value: Value = serde_json::from_slice(&body).map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("the body must be empty (replay all) or {{\"ids\": [...]}}: {error}"),
+                )
+            })?;
+            let ids = value
+                .get("ids")
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            id.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| id.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the body must be empty (replay all) or {\"ids\": [\"ID\", ...]}",
+                    )
+                })?;
+            Some(ids)
+        };
+        let replayed = queues
+            .backend(&queue)
+            .replay(&queue, ids)
+            .await
+            .map_err(queue_error)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "replayed": replayed }),
+        ))
     }
 
     /// Runs one trigger of a function now: `POST .../functions/{name}/triggers/{i}/fire`.
@@ -547,6 +748,20 @@ fn base_url(request: &ApiRequest) -> String {
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
     format!("http://{host}")
+}
+
+/// The request's query, owned (a request is not `Sync`: no borrow of it may cross an await).
+fn query(request: &ApiRequest) -> Option<String> {
+    request.uri().query().map(str::to_string)
+}
+
+fn queue_error(error: wedge_capabilities::queue::QueueError) -> ApiError {
+    let (status, code) = queues_api::error_status(&error);
+    ApiError::new(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        code,
+        error.to_string(),
+    )
 }
 
 fn published_json(published: &Published, base: &str) -> Value {

@@ -44,6 +44,9 @@ pub struct FunctionConfig {
     /// The SQL databases the function may open (`wedge:sql`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sql_databases: Vec<String>,
+    /// The queues the function may send to (`wedge:queue/producer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
     /// Other ways calls reach the function: `{ "type": "cron", ... }`, `{ "type": "queue",
     /// ... }` (docs/triggers.md). Each is checked by the trigger of its type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -171,6 +174,7 @@ impl FunctionConfig {
         };
         let key_value_stores = state_names("key_value_stores", "store", &self.key_value_stores)?;
         let sql_databases = state_names("sql_databases", "database", &self.sql_databases)?;
+        let queues = state_names("queues", "queue", &self.queues)?;
         Ok(FunctionSpec {
             scope: scope.of(name)?,
             name: name.to_string(),
@@ -191,6 +195,7 @@ impl FunctionConfig {
                 http: outbound,
                 key_value: key_value_stores,
                 sql: sql_databases,
+                queue: queues,
             },
         })
     }

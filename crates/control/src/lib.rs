@@ -7,6 +7,7 @@ pub mod config;
 pub mod manifest;
 pub mod multipart;
 pub mod plane;
+mod queues_api;
 pub mod runtime_config;
 pub mod store;
 pub mod token;

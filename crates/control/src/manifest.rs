@@ -33,6 +33,8 @@ struct RawFunction {
     #[serde(default)]
     sql_databases: Vec<String>,
     #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
     trigger: Vec<toml::Value>,
     build: Option<String>,
 }
@@ -222,6 +224,7 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
         max_concurrency: raw.max_concurrency,
         key_value_stores: raw.key_value_stores,
         sql_databases: raw.sql_databases,
+        queues: raw.queues,
     };
     // Keys in the order a reader meets them: route and kind before the source.
     if let Some(route) = &config.route {

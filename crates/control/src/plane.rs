@@ -248,15 +248,15 @@ impl ControlPlane {
         max_memory: u64,
     ) -> Result<Arc<Self>, RestoreError> {
         for function in &app.functions {
-            check_triggers(&triggers, &function.spec).map_err(|refusal| {
-                RestoreError::AppTrigger {
+            check_triggers(&triggers, &function.spec)
+                .and_then(|()| check_loaded(&triggers, function))
+                .map_err(|refusal| RestoreError::AppTrigger {
                     function: function.spec.name.clone(),
                     index: refusal.index,
                     kind: refusal.kind,
                     manifest: app.manifest.clone().unwrap_or_default(),
                     error: Box::new(refusal.error),
-                }
-            })?;
+                })?;
         }
         let stored = store.list()?;
         for function in &stored {
@@ -397,6 +397,16 @@ impl ControlPlane {
     }
 
     fn link(&self, spec: FunctionSpec, program: Program) -> Result<Function, DeployError> {
+        let function = self.load(spec, program)?;
+        check_loaded(&self.triggers, &function).map_err(|refusal| DeployError::InvalidTrigger {
+            index: refusal.index,
+            kind: refusal.kind,
+            error: refusal.error,
+        })?;
+        Ok(function)
+    }
+
+    fn load(&self, spec: FunctionSpec, program: Program) -> Result<Function, DeployError> {
         Function::load(self.host.engine(), spec, program, self.host.services()).map_err(|error| {
             match error {
                 LoadFunctionError::Grant(grant) => DeployError::InvalidConfig(KeyError {
@@ -685,6 +695,69 @@ impl ControlPlane {
         }
     }
 
+    /// The node's queues, if it offers them.
+    pub fn queues(&self) -> Option<Arc<wedge_capabilities::queue::Queues>> {
+        self.host.services().queue.clone()
+    }
+
+    /// The scope of the served function `name` (its queues, stores and databases), or the
+    /// app's without a name.
+    pub fn scope_of(
+        &self,
+        name: Option<&str>,
+    ) -> Result<wedge_capabilities::names::Scope, DeployError> {
+        match name {
+            None => wedge_capabilities::names::Scope::new("app")
+                .map_err(|e| DeployError::UnknownFunction(e.to_string())),
+            Some(name) => self
+                .function(name)
+                .map(|function| function.spec.scope.clone())
+                .ok_or_else(|| DeployError::UnknownFunction(name.to_string())),
+        }
+    }
+
+    /// Every queue the served functions name (consume by a trigger, or may send to), with
+    /// the scope it is in, and the runtime config's in the app's scope.
+    pub fn known_queues(&self) -> Vec<wedge_capabilities::queue::QueueId> {
+        use wedge_capabilities::names::StateName;
+        use wedge_capabilities::queue::QueueId;
+        let mut queues: Vec<QueueId> = Vec::new();
+        let state = self.lock();
+        let functions = self
+            .app
+            .functions
+            .iter()
+            .chain(state.deployed.values().map(|d| &d.function));
+        for function in functions {
+            let spec = &function.spec;
+            for name in &spec.grants.queue {
+                queues.push(QueueId::of(&spec.scope, name));
+            }
+            for (_, table) in spec.triggers_of("queue") {
+                for key in ["queue", "output"] {
+                    if let Some(name) = table.get(key).and_then(|v| v.as_str())
+                        && let Ok(name) = StateName::new("queue", name)
+                    {
+                        queues.push(QueueId::of(&spec.scope, &name));
+                    }
+                }
+            }
+        }
+        drop(state);
+        if let Some(configured) = self.queues()
+            && let Ok(app) = wedge_capabilities::names::Scope::new("app")
+        {
+            for name in configured.configured() {
+                if let Ok(name) = StateName::new("queue", name) {
+                    queues.push(QueueId::of(&app, &name));
+                }
+            }
+        }
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+
     /// Runs trigger `index` of the served function `name` once, now.
     pub fn fire(&self, name: &str, index: usize) -> Result<FireFuture, DeployError> {
         let function = self
@@ -784,6 +857,25 @@ fn check_triggers(
             )));
         };
         trigger.check(spec, config).map_err(refusal)?;
+    }
+    Ok(())
+}
+
+/// Checks every trigger table of a loaded function again, now that its kind is known.
+fn check_loaded(triggers: &[Arc<dyn Trigger>], function: &Function) -> Result<(), TriggerRefusal> {
+    for (index, trigger_spec) in function.spec.triggers.iter().enumerate() {
+        let TriggerSpec::Other { kind, config } = trigger_spec else {
+            continue;
+        };
+        if let Some(trigger) = triggers.iter().find(|trigger| trigger.kind() == kind) {
+            trigger
+                .check_loaded(function, config)
+                .map_err(|error| TriggerRefusal {
+                    index,
+                    kind: kind.clone(),
+                    error,
+                })?;
+        }
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ use wedge_capabilities::key_value::{
     KeyValueBackend, KeyValueLimits, KeyValueStores, redis::RedisKeyValue, sqlite::SqliteKeyValue,
 };
 use wedge_capabilities::names::{NameError, StateName};
+use wedge_capabilities::queue::{QueueBackend, QueueLimits, Queues, sqlite::SqliteQueues};
 use wedge_capabilities::sql::{
     SqlBackend, SqlDatabases, SqlLimits, mysql::MysqlSql, sqlite::SqliteSql,
 };
@@ -48,6 +49,18 @@ struct RawRuntimeConfig {
     key_value_store: BTreeMap<String, RawStore>,
     #[serde(default)]
     sql_database: BTreeMap<String, RawDatabase>,
+    #[serde(default)]
+    queue: BTreeMap<String, RawQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    url: Option<String>,
+    pool_size: Option<i64>,
+    max_message_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,11 +184,18 @@ pub struct DatabaseConfig {
     pub limits: SqlLimits,
 }
 
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub backend: Backend,
+    pub limits: QueueLimits,
+}
+
 /// The parsed runtime config. `Default` is the embedded default: everything in SQLite.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     pub stores: BTreeMap<String, StoreConfig>,
     pub databases: BTreeMap<String, DatabaseConfig>,
+    pub queues: BTreeMap<String, QueueConfig>,
 }
 
 impl RuntimeConfig {
@@ -223,6 +243,15 @@ impl RuntimeConfig {
             StateName::new("database", &name).map_err(|e| entry(e.into()))?;
             let config_of = parse_database(database).map_err(entry)?;
             config.databases.insert(name, config_of);
+        }
+        for (name, queue) in raw.queue {
+            let entry = |source| ConfigError::Entry {
+                table: format!("queue.{name}"),
+                source,
+            };
+            StateName::new("queue", &name).map_err(|e| entry(e.into()))?;
+            let config_of = parse_queue(queue).map_err(entry)?;
+            config.queues.insert(name, config_of);
         }
         Ok(config)
     }
@@ -299,11 +328,30 @@ impl RuntimeConfig {
             };
             sql.insert(name.clone(), backend, database.limits.clone());
         }
+        let sqlite_queues: Arc<dyn QueueBackend> =
+            Arc::new(SqliteQueues::new(state_dir.to_path_buf()));
+        let mut queue = Queues::new(sqlite_queues.clone(), QueueLimits::default());
+        for (name, config) in &self.queues {
+            let backend: Arc<dyn QueueBackend> = match &config.backend {
+                Backend::Sqlite => sqlite_queues.clone(),
+                Backend::Redis { .. } | Backend::Mysql { .. } => {
+                    return Err(invalid(
+                        format!("queue.{name}"),
+                        EntryError::WrongCapability {
+                            what: "this server",
+                            capability: "queue",
+                        },
+                    ));
+                }
+            };
+            queue.insert(name.clone(), backend, config.limits.clone());
+        }
         Ok(Services {
             wasi: (),
             http: OutboundOffer { offered: true },
             key_value: Some(Arc::new(key_value)),
             sql: Some(Arc::new(sql)),
+            queue: Some(Arc::new(queue)),
         })
     }
 }
@@ -392,6 +440,32 @@ fn parse_database(raw: RawDatabase) -> Result<DatabaseConfig, EntryError> {
         max_size: max_size_key(raw.max_size, defaults.max_size)?,
     };
     Ok(DatabaseConfig { backend, limits })
+}
+
+fn parse_queue(raw: RawQueue) -> Result<QueueConfig, EntryError> {
+    let defaults = QueueLimits::default();
+    let backend = match raw.kind.as_deref() {
+        None | Some("sqlite") => {
+            refuse_server_keys("sqlite", raw.url.as_deref(), raw.pool_size)?;
+            Backend::Sqlite
+        }
+        Some(other) => {
+            return Err(value(
+                "type",
+                format!(
+                    "`{other}` is not a queue backend; write \"sqlite\" (the embedded default)"
+                ),
+            ));
+        }
+    };
+    let limits = QueueLimits {
+        max_message_size: size_key(
+            "max_message_size",
+            raw.max_message_size,
+            defaults.max_message_size,
+        )?,
+    };
+    Ok(QueueConfig { backend, limits })
 }
 
 /// The smallest `max_size`: an embedded file needs a few pages for its schema.

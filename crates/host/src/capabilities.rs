@@ -23,6 +23,7 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use wedge_capabilities::http_outbound::OutboundHttp;
 use wedge_capabilities::key_value::{self, KeyValue, KeyValueCtxView, KeyValueView};
+use wedge_capabilities::queue::{self, Queue, QueueCtxView, QueueView};
 use wedge_capabilities::sql::{self, Sql, SqlCtxView, SqlView};
 use wedge_capabilities::wasi::Wasi;
 use wedge_capabilities::{Capability, FunctionIdentity, GrantError, InstanceError, InstanceInfo};
@@ -175,6 +176,10 @@ capability_list! {
     sql: Sql,
         component: sql::add_to_linker,
         module: nothing_to_link;
+    /// `queues` (`wedge:queue/producer`).
+    queue: Queue,
+        component: queue::add_to_linker,
+        module: nothing_to_link;
 }
 
 // Views: how each capability's host functions reach their slice of the state.
@@ -212,6 +217,14 @@ impl SqlView for ComponentState {
         SqlCtxView {
             ctx: &mut self.sql,
             table: &mut self.table,
+        }
+    }
+}
+
+impl QueueView for ComponentState {
+    fn queue(&mut self) -> QueueCtxView<'_> {
+        QueueCtxView {
+            ctx: &mut self.queue,
         }
     }
 }

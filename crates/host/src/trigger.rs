@@ -66,6 +66,16 @@ pub trait Trigger: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Checks one trigger table again once the function is loaded and its kind is known (a
+    /// stream function's `invoke` needs a reactor module, say), still before it is accepted.
+    fn check_loaded(
+        &self,
+        _function: &Function,
+        _config: &TriggerConfig,
+    ) -> Result<(), TriggerConfigError> {
+        Ok(())
+    }
+
     /// Makes `functions` what it serves, atomically.
     fn publish(&self, functions: &[Arc<Function>]);
 

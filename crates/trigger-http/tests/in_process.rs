@@ -68,6 +68,7 @@ fn node(limits: HostLimits) -> Node {
             Arc::new(SqliteSql::new(state.path().to_path_buf())),
             SqlLimits::default(),
         ))),
+        queue: None,
     };
     let load = |name: &str, route: &str, file: &str, max_concurrency| {
         let (program, _) = Loader::new(&engine, None)
