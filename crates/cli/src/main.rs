@@ -11,6 +11,9 @@ mod input;
 mod log_queue;
 mod logs;
 mod new;
+mod pull;
+mod push;
+mod registry;
 mod run;
 mod serve;
 
@@ -48,6 +51,10 @@ enum Command {
     Functions(functions::FunctionsArgs),
     /// Print a function's log; -f follows it.
     Logs(logs::LogsArgs),
+    /// Publish a function to a container registry as a Wasm OCI artifact.
+    Push(push::PushArgs),
+    /// Fetch a function (a Wasm OCI artifact) from a container registry.
+    Pull(pull::PullArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +83,8 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(args) => deploy::deploy(args).map(|()| 0),
         Command::Functions(args) => functions::functions(args).map(|()| 0),
         Command::Logs(args) => logs::logs(args).map(|()| 0),
+        Command::Push(args) => push::push(args).map(|()| 0),
+        Command::Pull(args) => pull::pull(args).map(|()| 0),
     };
     // Queued log lines come out before a failure's message, and before the process exits.
     log_queue::flush_and_stop();
