@@ -237,6 +237,18 @@ fn the_image_pulls_a_function_from_the_registry_serves_it_and_stops_on_sigterm()
         "pulled the pushed image: {listed}"
     );
 
+    // A container image is not a function: `wedge pull` says what it is instead.
+    let refused = Wedge::new().run(&[
+        "pull",
+        &image,
+        "-o",
+        work.path().join("x.wasm").to_str().unwrap(),
+    ]);
+    refused
+        .expect_code(141)
+        .stderr_has("application/vnd.oci.image.config.v1+json")
+        .stderr_has("a container image, not a Wasm artifact");
+
     // The function, published the way a user would.
     let function = format!("{registry}/{}:1", unique("tests/image-fn-"));
     Wedge::new()
