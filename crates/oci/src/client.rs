@@ -684,7 +684,13 @@ impl Client {
             operation: operation.to_string(),
             problem: format!("wedge could not form the request ({error})"),
         })?;
-        if let Some(authorization) = self.authorization(reference, scope) {
+        // Credentials and tokens go to the registry's own host only: an upload Location may
+        // point elsewhere (a storage service), which must not see them.
+        let to_registry = request
+            .uri()
+            .authority()
+            .is_some_and(|authority| authority.as_str() == reference.api_host());
+        if to_registry && let Some(authorization) = self.authorization(reference, scope) {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, authorization);
