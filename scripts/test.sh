@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout on a fresh Debian 12 machine:
 # installs the guest toolchains, builds the guest programs from examples/, starts the real
-# servers behind the server backends (Redis, MariaDB: scripts/services.sh, on loopback, data in
-# a temporary directory), then runs every unit and end-to-end test. `.ci/run` calls exactly this.
+# servers the tests use (Redis, MariaDB, container registries, containerd: scripts/services.sh,
+# on loopback, state in a temporary directory), then runs every unit and end-to-end test.
+# `.ci/run` calls exactly this.
 set -euo pipefail
 if [ -n "${HOME:-}" ] && [ -d "$HOME/.cargo/bin" ]; then PATH="$HOME/.cargo/bin:$PATH"; fi
 cd "$(dirname "$0")/.."

@@ -30,6 +30,16 @@ pub enum Status {
     ApiRefused,
     /// The wedge server could not be reached (deploy, functions, logs).
     ServerUnreachable,
+    /// The registry does not have the repository, tag or blob (push, pull).
+    RegistryNotFound,
+    /// The registry refused the credentials, needs some, or denied the operation.
+    RegistryDenied,
+    /// What the registry holds is not a usable Wasm artifact: media type, digest, size, or
+    /// over --max-size.
+    BadArtifact,
+    /// The registry cannot be reached, did not answer in time, failed TLS, or answered with
+    /// a server error.
+    RegistryFailed,
 }
 
 impl Status {
@@ -47,6 +57,10 @@ impl Status {
             Status::BuildFailed => 136,
             Status::ApiRefused => 137,
             Status::ServerUnreachable => 138,
+            Status::RegistryNotFound => 139,
+            Status::RegistryDenied => 140,
+            Status::BadArtifact => 141,
+            Status::RegistryFailed => 142,
         }
     }
 }

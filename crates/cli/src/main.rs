@@ -12,6 +12,9 @@ mod log_queue;
 mod logs;
 mod new;
 mod queues;
+mod pull;
+mod push;
+mod registry;
 mod run;
 mod serve;
 
@@ -51,6 +54,10 @@ enum Command {
     Logs(logs::LogsArgs),
     /// The node's durable queues: list them, send a message, show or replay dead letters.
     Queues(queues::QueuesArgs),
+    /// Publish a function to a container registry as a Wasm OCI artifact.
+    Push(push::PushArgs),
+    /// Fetch a function (a Wasm OCI artifact) from a container registry.
+    Pull(pull::PullArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +87,8 @@ fn main() -> std::process::ExitCode {
         Command::Functions(args) => functions::functions(args).map(|()| 0),
         Command::Logs(args) => logs::logs(args).map(|()| 0),
         Command::Queues(args) => queues::queues(args).map(|()| 0),
+        Command::Push(args) => push::push(args).map(|()| 0),
+        Command::Pull(args) => pull::pull(args).map(|()| 0),
     };
     // Queued log lines come out before a failure's message, and before the process exits.
     log_queue::flush_and_stop();
