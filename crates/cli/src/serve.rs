@@ -20,6 +20,7 @@ use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{LoadError, Loader};
 use wedge_engine::{WedgeEngine, units};
 use wedge_host::{Function, Host, HostLimits, LoadFunctionError, Trigger};
+use wedge_trigger_cron::{CronOptions, CronTrigger};
 use wedge_trigger_http::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};
 
 use crate::exit::{Failure, Status, WithStatus};
@@ -246,7 +247,19 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         manifest: manifest.as_ref().map(|m| m.path.clone()),
         functions,
     };
-    let triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone()];
+    // Schedules run on a thread of the cron trigger's own; catch-up state in DATA/triggers.
+    let cron = CronTrigger::start(
+        host.clone(),
+        CronOptions {
+            record_dir: Some(data_dir.join("triggers")),
+            shutdown_timeout: args.shutdown_timeout,
+            on_thread_start: Some(crate::contain_panics_on_this_thread),
+        },
+    )
+    .context("cannot start the cron trigger")
+    .status(Status::Internal)?;
+    gateway.show_metrics_of(vec![cron.clone()]);
+    let triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone(), cron.clone()];
     let plane = ControlPlane::start(host, cache, triggers, app, store, args.max_function_memory)
         .map_err(|error| {
             let status = match error {
@@ -307,6 +320,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     // Log followers end first, so they do not hold up the drain.
     let _ = closing.send(true);
     let _ = stop.send(true);
+    // No new firings; calls in flight finish while the workers drain theirs.
+    cron.stop();
     let mut result = Ok(());
     for handle in handles {
         match handle.join() {
