@@ -98,12 +98,14 @@ impl FiringRecord {
         Ok(seconds.and_then(|s| Timestamp::from_second(s).ok()))
     }
 
-    /// Records that `key` fired for `scheduled_at`; durable when it returns.
+    /// Records that `key` fired for `scheduled_at` (unless a later time is recorded already:
+    /// writes of two firings may finish out of order); durable when it returns.
     pub fn set(&self, key: &TriggerKey, scheduled_at: Timestamp) -> Result<(), RecordError> {
         self.connection()
             .execute(
                 "INSERT INTO last_firing (function, trigger, scheduled_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (function, trigger) DO UPDATE SET scheduled_at = excluded.scheduled_at",
+                 ON CONFLICT (function, trigger)
+                 DO UPDATE SET scheduled_at = MAX(scheduled_at, excluded.scheduled_at)",
                 params![key.0, key.1 as i64, scheduled_at.as_second()],
             )
             .map_err(|e| self.error(e))?;
@@ -156,6 +158,8 @@ mod tests {
             record.set(&other, at).unwrap();
             let later = Timestamp::from_second(1_800_000_060).unwrap();
             record.set(&job, later).unwrap();
+            // A write that finishes late does not move the record back.
+            record.set(&job, at).unwrap();
         }
         let record = FiringRecord::open(&triggers).unwrap();
         assert_eq!(

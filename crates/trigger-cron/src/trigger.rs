@@ -629,7 +629,7 @@ async fn run_schedule(
             scheduled_time = %firing.scheduled_text(),
             "catching up a firing missed while the node was down"
         );
-        dispatch(&inner, &slot, &function, firing).await;
+        dispatch(&inner, &slot, &function, firing);
     }
     let last = slot.last_scheduled.load(Ordering::SeqCst);
     let mut after = match Timestamp::from_second(last) {
@@ -658,7 +658,7 @@ async fn run_schedule(
             cause: Cause::Scheduled,
             config: config.clone(),
         };
-        dispatch(&inner, &slot, &function, firing).await;
+        dispatch(&inner, &slot, &function, firing);
         // A node that stalled (suspended, overloaded) or a clock set forward does not run
         // every overdue firing late, one after another: it goes on from now.
         let now = Timestamp::now();
@@ -692,32 +692,13 @@ async fn sleep_until(at: Timestamp) {
 }
 
 /// Runs a due firing, or queues or skips it while the previous one of its trigger runs.
-async fn dispatch(
-    inner: &Arc<Inner>,
-    slot: &Arc<Slot>,
-    function: &CurrentFunction,
-    firing: Firing,
-) {
+///
+/// Not `async`: the schedule's task may be aborted (a changed schedule) at any await, and a
+/// firing it has reached must then still run; so everything after the decision happens in a
+/// task of its own, which nothing aborts.
+fn dispatch(inner: &Arc<Inner>, slot: &Arc<Slot>, function: &CurrentFunction, firing: Firing) {
     slot.last_scheduled
         .store(firing.scheduled.as_second(), Ordering::SeqCst);
-    if firing.config.catch_up == CatchUp::Last
-        && let Some(record) = &inner.record
-    {
-        // Recorded before the call: a crash during it does not run it again (at most once).
-        let record = record.clone();
-        let key = slot.key.clone();
-        let scheduled = firing.scheduled;
-        let written = tokio::task::spawn_blocking(move || record.set(&key, scheduled)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(target: "wedge::trigger", trigger = "cron", function = %slot.key.0, index = slot.key.1, error = %error_chain(&error), "cannot record the firing; after a restart it may run again")
-            }
-            Err(error) => {
-                tracing::error!(target: "wedge::trigger", trigger = "cron", function = %slot.key.0, index = slot.key.1, %error, "cannot record the firing")
-            }
-        }
-    }
     {
         let mut state = slot.state();
         if state.removed {
@@ -739,6 +720,12 @@ async fn dispatch(
                 overlap = match firing.config.overlap { Overlap::Skip => "skip", Overlap::Queue => "queue" },
                 "firing skipped: the previous firing of this trigger is still running"
             );
+            // A skipped firing was not missed: a restart does not catch it up.
+            let (inner, slot) = (inner.clone(), slot.clone());
+            inner
+                .runtime
+                .clone()
+                .spawn(async move { record(&inner, &slot, &firing).await });
             return;
         }
         state.running = true;
@@ -751,6 +738,8 @@ async fn dispatch(
         let _guard = guard;
         let mut firing = firing;
         loop {
+            // Recorded before the call: a crash during it does not run it again (at most once).
+            record(&inner, &slot, &firing).await;
             call(&inner, &current(&function), &slot, &firing).await;
             let mut state = slot.state();
             match state.queued.take() {
@@ -762,6 +751,27 @@ async fn dispatch(
             }
         }
     });
+}
+
+/// Writes a `catch_up = "last"` trigger's firing to the record, durably.
+async fn record(inner: &Inner, slot: &Slot, firing: &Firing) {
+    if firing.config.catch_up != CatchUp::Last {
+        return;
+    }
+    let Some(record) = inner.record.clone() else {
+        return;
+    };
+    let key = slot.key.clone();
+    let scheduled = firing.scheduled;
+    match tokio::task::spawn_blocking(move || record.set(&key, scheduled)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(target: "wedge::trigger", trigger = "cron", function = %slot.key.0, index = slot.key.1, error = %error_chain(&error), "cannot record the firing; after a restart it may run again")
+        }
+        Err(error) => {
+            tracing::error!(target: "wedge::trigger", trigger = "cron", function = %slot.key.0, index = slot.key.1, %error, "cannot record the firing")
+        }
+    }
 }
 
 /// Calls the function for one firing, through the host (admission, a fresh instance, the
@@ -1081,9 +1091,7 @@ mod tests {
         };
         let (slot, current) = (schedule.slot.clone(), schedule.function.clone());
         drop(schedules);
-        cron.inner
-            .runtime
-            .block_on(dispatch(&cron.inner, &slot, &current, firing));
+        dispatch(&cron.inner, &slot, &current, firing);
     }
 
     #[test]
@@ -1141,22 +1149,23 @@ mod tests {
         let host = host();
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().join("triggers");
-        let an_hour_ago = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
+        // Down for more than a year: a yearly job missed (at least) last New Year.
+        let long_ago = Timestamp::from_second(Timestamp::now().as_second() - 400 * 86_400).unwrap();
         {
             let record = FiringRecord::open(&dir).unwrap();
-            record.set(&("job".into(), 0), an_hour_ago).unwrap();
-            record.set(&("dropped".into(), 0), an_hour_ago).unwrap();
+            record.set(&("job".into(), 0), long_ago).unwrap();
+            record.set(&("dropped".into(), 0), long_ago).unwrap();
         }
         let cron = trigger(host.clone(), Some(&dir));
         let job = probe(
             &host,
-            r#"{"schedule": "*/10 * * * *", "catch_up": "last", "path": "/status?code=204"}"#,
+            r#"{"schedule": "@yearly", "catch_up": "last", "path": "/status?code=204"}"#,
         );
         let dropped = function(
             &host,
             "dropped",
             &guest_bytes("http-probe.wasm"),
-            r#"{"schedule": "*/10 * * * *", "path": "/status?code=204"}"#,
+            r#"{"schedule": "@yearly", "path": "/status?code=204"}"#,
         );
         cron.publish(&[job.clone(), dropped.clone()]);
         let slot = slot_of(&cron, "job");
@@ -1164,9 +1173,9 @@ mod tests {
             slot.metrics.firings.load(Ordering::Relaxed) == 1 && !slot.state().running
         });
         // It ran for the latest missed time, which is now the recorded one.
-        let latest = crate::Schedule::parse("*/10 * * * *")
+        let latest = crate::Schedule::parse("@yearly")
             .unwrap()
-            .latest_between(an_hour_ago, Timestamp::now(), &TimeZone::UTC)
+            .latest_between(long_ago, Timestamp::now(), &TimeZone::UTC)
             .unwrap();
         assert_eq!(
             slot.metrics.last_firing.load(Ordering::Relaxed),
