@@ -43,21 +43,11 @@ impl Node {
     }
 
     fn api(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        let auth = format!("Bearer {}", self.token);
-        let url = self.server.url(&format!("/_wedge/api/v1{path}"));
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("content-type", content_type),
-        ];
-        match method {
-            "GET" => get_with(&url, &headers[..1]),
-            _ => send(method, &url, &headers, body),
-        }
+        support::server::api(&self.server, &self.token, method, path, content_type, body)
     }
 
     fn deploy(&self, name: &str, config: &str, wasm: &[u8]) -> Reply {
-        let (content_type, body) = multipart(config, wasm);
-        self.api("PUT", &format!("/functions/{name}"), &content_type, &body)
+        support::server::deploy(&self.server, &self.token, name, config, wasm)
     }
 
     fn blobs(&self) -> Vec<String> {

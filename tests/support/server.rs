@@ -318,3 +318,37 @@ pub fn multipart(config: &str, wasm: &[u8]) -> (String, Vec<u8>) {
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
+
+/// A call of the deploy API (`/_wedge/api/v1{path}`) with the server's bearer token.
+pub fn api(
+    server: &Server,
+    token: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Reply {
+    let auth = format!("Bearer {token}");
+    let url = server.url(&format!("/_wedge/api/v1{path}"));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", content_type),
+    ];
+    match method {
+        "GET" => get_with(&url, &headers[..1]),
+        _ => send(method, &url, &headers, body),
+    }
+}
+
+/// `PUT /functions/{name}` with `config` (JSON) and the Wasm, as `curl -F` sends them.
+pub fn deploy(server: &Server, token: &str, name: &str, config: &str, wasm: &[u8]) -> Reply {
+    let (content_type, body) = multipart(config, wasm);
+    api(
+        server,
+        token,
+        "PUT",
+        &format!("/functions/{name}"),
+        &content_type,
+        &body,
+    )
+}

@@ -20,6 +20,7 @@ use wedge_engine::cache::ArtifactCache;
 use wedge_engine::program::{LoadError, Loader};
 use wedge_engine::{WedgeEngine, units};
 use wedge_host::{Function, Host, HostLimits, LoadFunctionError, Trigger};
+use wedge_trigger_cron::{CronOptions, CronTrigger};
 use wedge_trigger_http::{ApiFuture, ApiHandler, ApiRequest, Gateway, GatewayLimits};
 use wedge_trigger_queue::QueueTrigger;
 
@@ -247,6 +248,17 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         manifest: manifest.as_ref().map(|m| m.path.clone()),
         functions,
     };
+    // Schedules run on a thread of the cron trigger's own; catch-up state in DATA/triggers.
+    let cron = CronTrigger::start(
+        host.clone(),
+        CronOptions {
+            record_dir: Some(data_dir.join("triggers")),
+            shutdown_timeout: args.shutdown_timeout,
+            on_thread_start: Some(crate::contain_panics_on_this_thread),
+        },
+    )
+    .context("cannot start the cron trigger")
+    .status(Status::Internal)?;
     // Event triggers run on a runtime of their own, off the HTTP workers; a panic there is
     // contained to its task, as on the workers.
     let trigger_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -258,7 +270,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .context("cannot start the triggers' runtime")
         .status(Status::Internal)?;
     let queue_trigger = QueueTrigger::new(host.clone(), trigger_runtime.handle().clone());
-    let event_triggers: Vec<Arc<dyn Trigger>> = vec![queue_trigger];
+    let event_triggers: Vec<Arc<dyn Trigger>> = vec![cron.clone(), queue_trigger];
     gateway.show_metrics_of(event_triggers.clone());
     let mut triggers: Vec<Arc<dyn Trigger>> = vec![gateway.clone()];
     triggers.extend(event_triggers.iter().cloned());
@@ -319,13 +331,14 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .context("cannot start the signal handler")
         .status(Status::Internal)?;
     signals.block_on(shutdown_signal());
-    // Schedules and consumers stop taking new work; their calls in flight finish.
-    for trigger in &event_triggers {
-        trigger.stop();
-    }
     // Log followers end first, so they do not hold up the drain.
     let _ = closing.send(true);
     let _ = stop.send(true);
+    // No new firings or deliveries; their calls in flight finish while the workers drain
+    // theirs (the cron trigger waits for its own, up to --shutdown-timeout).
+    for trigger in &event_triggers {
+        trigger.stop();
+    }
     let mut result = Ok(());
     for handle in handles {
         match handle.join() {
