@@ -87,6 +87,7 @@ build_rust http-hello http_hello             # wasi:http/proxy (cdylib)
 build_rust http-probe http_probe             # wasi:http/proxy (cdylib)
 build_rust http-state http_state             # wasi:http/proxy + wasi:keyvalue + wedge:sql (cdylib)
 build_rust queue-demo queue_demo             # wasi:http/proxy + wasi:keyvalue + wedge:queue (cdylib)
+build_rust http-p3 http_p3                   # wasi:http/handler@0.3.0: WASI 0.3 (cdylib)
 
 # --- JavaScript, Python and C components ------------------------------------------
 # Built with the project's own toolchains (target/toolchains/bin) against the WIT that
@@ -155,7 +156,7 @@ wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile triple hello-component http-hello http-probe http-state queue-demo \
+for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile triple hello-component http-hello http-probe http-state queue-demo http-p3 \
     js-hello js-echo js-json-api js-fetch js-orders js-counter \
     py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"

@@ -86,6 +86,7 @@ fn main() {
             timeout: Duration::from_secs(30),
             max_memory: 128 << 20,
             max_concurrency: None,
+            reuse: None,
             scope: Scope::new("bench").expect("scope"),
             grants: GrantConfig::default(),
         };

@@ -225,7 +225,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                     LoadFunctionError::MissingImport { .. } | LoadFunctionError::Link(_) => {
                         Status::MissingImport
                     }
-                    LoadFunctionError::Grant(_) => Status::Config,
+                    LoadFunctionError::Grant(_)
+                    | LoadFunctionError::ConcurrentReuseNeedsP3(_)
+                    | LoadFunctionError::ReuseNotHttp(_) => Status::Config,
                     _ => Status::BadProgram,
                 };
                 Failure::new(status, anyhow::Error::new(error).context(where_.clone()))

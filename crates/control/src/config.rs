@@ -11,7 +11,7 @@ use wedge_capabilities::http_outbound::OutboundPolicy;
 use wedge_capabilities::names::{Scope, StateName};
 use wedge_capabilities::wasi::WasiConfig;
 use wedge_engine::units;
-use wedge_host::{FunctionKind, FunctionSpec, GrantConfig, TriggerSpec};
+use wedge_host::{FunctionKind, FunctionSpec, GrantConfig, ReusePolicy, TriggerSpec};
 
 /// Defaults for keys a function may leave out.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +44,9 @@ pub struct FunctionConfig {
     /// The SQL databases the function may open (`wedge:sql`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sql_databases: Vec<String>,
+    /// How an `http` function's instances are reused (the default: a fresh one per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseConfig>,
     /// The queues the function may send to (`wedge:queue/producer`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
@@ -51,6 +54,59 @@ pub struct FunctionConfig {
     /// ... }` (docs/triggers.md). Each is checked by the trigger of its type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trigger: Vec<serde_json::Value>,
+}
+
+/// `reuse = { max_requests = 128, max_concurrent = 16, idle_timeout = "1s" }`: opt-in instance
+/// reuse (docs/serve.md, "Instance reuse").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+}
+
+/// Reuse's defaults for the keys a `reuse` table leaves out.
+pub const DEFAULT_REUSE_MAX_REQUESTS: usize = 128;
+pub const DEFAULT_REUSE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl ReuseConfig {
+    fn policy(&self) -> Result<ReusePolicy, KeyError> {
+        let count = |value: Option<i64>, default: usize, what: &str| match value {
+            None => Ok(default),
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(n as usize),
+            Some(n) => Err(key_error(
+                "reuse",
+                format!("`{what}` is {n}; it must be from 1 to 1000000"),
+            )),
+        };
+        let idle_timeout = match &self.idle_timeout {
+            None => DEFAULT_REUSE_IDLE_TIMEOUT,
+            Some(text) => {
+                let idle = units::parse_duration(text)
+                    .map_err(|e| key_error("reuse", format!("`idle_timeout`: {e}")))?;
+                if idle.is_zero() {
+                    return Err(key_error(
+                        "reuse",
+                        "`idle_timeout` must be longer than zero (leave `reuse` out for a fresh instance per request)",
+                    ));
+                }
+                idle
+            }
+        };
+        Ok(ReusePolicy {
+            max_requests: count(
+                self.max_requests,
+                DEFAULT_REUSE_MAX_REQUESTS,
+                "max_requests",
+            )?,
+            max_concurrent: count(self.max_concurrent, 1, "max_concurrent")?,
+            idle_timeout,
+        })
+    }
 }
 
 /// Whose data a function's stores and databases hold. The same store name in two scopes is
@@ -175,7 +231,9 @@ impl FunctionConfig {
         let key_value_stores = state_names("key_value_stores", "store", &self.key_value_stores)?;
         let sql_databases = state_names("sql_databases", "database", &self.sql_databases)?;
         let queues = state_names("queues", "queue", &self.queues)?;
+        let reuse = self.reuse.as_ref().map(ReuseConfig::policy).transpose()?;
         Ok(FunctionSpec {
+            reuse,
             scope: scope.of(name)?,
             name: name.to_string(),
             kind,

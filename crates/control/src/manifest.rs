@@ -34,6 +34,7 @@ struct RawFunction {
     sql_databases: Vec<String>,
     #[serde(default)]
     queues: Vec<String>,
+    reuse: Option<config::ReuseConfig>,
     #[serde(default)]
     trigger: Vec<toml::Value>,
     build: Option<String>,
@@ -225,6 +226,7 @@ fn validate(raw: RawFunction, base: &Path, sources: Sources) -> Result<ManifestF
         key_value_stores: raw.key_value_stores,
         sql_databases: raw.sql_databases,
         queues: raw.queues,
+        reuse: raw.reuse,
     };
     // Keys in the order a reader meets them: route and kind before the source.
     if let Some(route) = &config.route {

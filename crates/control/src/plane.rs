@@ -420,6 +420,11 @@ impl ControlPlane {
                     DeployError::WrongKind(error)
                 }
                 LoadFunctionError::Program(error) => DeployError::BadProgram(error),
+                LoadFunctionError::ConcurrentReuseNeedsP3(_)
+                | LoadFunctionError::ReuseNotHttp(_) => DeployError::InvalidConfig(KeyError {
+                    key: "reuse",
+                    problem: error.to_string(),
+                }),
             }
         })
     }

@@ -65,6 +65,8 @@ impl WedgeEngine {
         config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
         // Copy-on-write memory images make instantiation independent of data-segment size.
         config.memory_init_cow(true);
+        // WASI 0.3 components (wasi:http/handler@0.3) use the component model's async ABI.
+        config.wasm_component_model_async(true);
         // Cranelift at its default `speed` level: near-native code; compile time is paid once
         // per artifact thanks to the AOT cache.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);

@@ -259,6 +259,10 @@ impl Host {
             FunctionCode::Http(pre) => {
                 http_handler::handle(pre, function.clone(), request, context).await
             }
+            FunctionCode::Handler(handler) => {
+                http_handler::handle_with_instances(handler, function.clone(), request, context)
+                    .await
+            }
             FunctionCode::Wagi(pre) => {
                 wagi::handle(
                     pre,

@@ -160,13 +160,19 @@ macro_rules! capability_list {
 }
 
 capability_list! {
-    /// `env` and `files` (WASI 0.2 for components, preview 1 for core modules).
+    /// `env` and `files` (WASI 0.2 and 0.3 for components, preview 1 for core modules).
     wasi: Wasi,
-        component: wasmtime_wasi::p2::add_to_linker_async,
+        component: |linker| {
+            wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            wasmtime_wasi::p3::add_to_linker(linker)
+        },
         module: |linker| wasmtime_wasi::p1::add_to_linker_async(linker, |state| &mut state.wasi);
-    /// `allowed_outbound_hosts` (`wasi:http/outgoing-handler`).
+    /// `allowed_outbound_hosts` (`wasi:http/outgoing-handler` 0.2, `wasi:http/client` 0.3).
     http: OutboundHttp,
-        component: wasmtime_wasi_http::p2::add_only_http_to_linker_async,
+        component: |linker| {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+            wasmtime_wasi_http::p3::add_to_linker(linker)
+        },
         module: nothing_to_link;
     /// `key_value_stores` (`wasi:keyvalue`).
     key_value: KeyValue,

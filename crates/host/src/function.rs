@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime_wasi_http::handler::{self, ProxyHandler};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wedge_capabilities::names::Scope;
 use wedge_capabilities::wasi::GuestIo;
@@ -18,6 +20,7 @@ use wedge_engine::{Program, WedgeEngine};
 
 use crate::capabilities::{self, ComponentState, GrantConfig, Grants, ModuleState, Services};
 use crate::deadline;
+use crate::instances::{Instances, ReusePolicy};
 use crate::logs::FunctionLog;
 use crate::metrics::FunctionMetrics;
 
@@ -86,6 +89,9 @@ pub struct FunctionSpec {
     pub max_memory: u64,
     /// Calls this function may handle at once; `None` for the node's global limit.
     pub max_concurrency: Option<usize>,
+    /// How its instances are reused (`http` functions only); `None`: a fresh instance per
+    /// request.
+    pub reuse: Option<ReusePolicy>,
     /// Whose data its stores and databases hold (`app`, or `fn-NAME` for a deployed one).
     pub scope: Scope,
     /// What each capability grants it.
@@ -134,11 +140,20 @@ pub enum LoadFunctionError {
     Link(#[source] wasmtime::Error),
     #[error(transparent)]
     Grant(#[from] GrantError),
+    #[error(
+        "`reuse.max_concurrent` is {0}, but a wasi:http/incoming-handler@0.2 component takes one request at a time; set it to 1 for serial reuse, or build the function for WASI 0.3 (wasi:http/handler@0.3) to serve requests concurrently"
+    )]
+    ConcurrentReuseNeedsP3(usize),
+    #[error("`reuse` is for `http` functions; a `{0}` function gets a fresh instance per call")]
+    ReuseNotHttp(FunctionKind),
 }
 
 /// A function's code, pre-linked against its capabilities, by kind.
 pub(crate) enum FunctionCode {
+    /// A 0.2 handler with a fresh instance per request: wedge's own path, inline.
     Http(ProxyPre<ComponentState>),
+    /// A 0.3 handler, or a 0.2 one that reuses instances: wasmtime-wasi-http's handler.
+    Handler(Arc<ProxyHandler<Instances>>),
     Wagi(wasmtime::InstancePre<ModuleState>),
     Reactor(wasmtime::InstancePre<ModuleState>),
 }
@@ -148,7 +163,7 @@ pub struct Function {
     pub spec: FunctionSpec,
     pub kind: FunctionKind,
     pub(crate) code: FunctionCode,
-    pub(crate) grants: Grants,
+    pub(crate) grants: Arc<Grants>,
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     pub(crate) name: Arc<str>,
     /// Metrics and log belong to the function's name, not to one version: a redeploy
@@ -173,26 +188,57 @@ impl Function {
         };
         let (kind, code, grants) = match program {
             Program::Component(component) => {
-                if !exports_incoming_handler(engine, &component) {
+                let Some(version) = http_handler_version(engine, &component) else {
                     return Err(LoadFunctionError::NeitherKind {
                         found: format!(
-                            "a component that does not export wasi:http/incoming-handler (it exports: {})",
+                            "a component that does not export wasi:http/incoming-handler (0.2) or wasi:http/handler (0.3) (it exports: {})",
                             describe_exports(engine, &component)
                         ),
                     });
-                }
+                };
                 check_stated(
                     spec.kind,
                     FunctionKind::Http,
                     "a component (an `http` function)",
                 )?;
-                let grants = Grants::prepare(&spec.grants, services, identity)?;
+                let grants = Arc::new(Grants::prepare(&spec.grants, services, identity)?);
                 let pre = link_component(engine, &component, services)?;
-                let pre = ProxyPre::new(pre).map_err(LoadFunctionError::Link)?;
-                (FunctionKind::Http, FunctionCode::Http(pre), grants)
+                let code = match (version, spec.reuse) {
+                    (HandlerVersion::P2, None) => {
+                        FunctionCode::Http(ProxyPre::new(pre).map_err(LoadFunctionError::Link)?)
+                    }
+                    (HandlerVersion::P2, Some(policy)) if policy.max_concurrent > 1 => {
+                        return Err(LoadFunctionError::ConcurrentReuseNeedsP3(
+                            policy.max_concurrent,
+                        ));
+                    }
+                    (version, policy) => {
+                        let pre = match version {
+                            HandlerVersion::P2 => handler::ProxyPre::P2(
+                                ProxyPre::new(pre).map_err(LoadFunctionError::Link)?,
+                            ),
+                            HandlerVersion::P3 => handler::ProxyPre::P3(
+                                wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)
+                                    .map_err(LoadFunctionError::Link)?,
+                            ),
+                        };
+                        FunctionCode::Handler(Arc::new(ProxyHandler::new(Instances {
+                            pre,
+                            engine: engine.engine().clone(),
+                            grants: grants.clone(),
+                            name: Arc::from(spec.name.as_str()),
+                            timeout: spec.timeout,
+                            max_memory: spec.max_memory,
+                            policy: policy.unwrap_or(ReusePolicy::FRESH),
+                            log: ArcSwap::from_pointee(FunctionLog::default()),
+                            metrics: ArcSwap::from_pointee(FunctionMetrics::default()),
+                        })))
+                    }
+                };
+                (FunctionKind::Http, code, grants)
             }
             Program::Module(module) => {
-                let grants = Grants::prepare(&spec.grants, services, identity)?;
+                let grants = Arc::new(Grants::prepare(&spec.grants, services, identity)?);
                 let has_start = matches!(
                     module.get_export("_start"),
                     Some(wasmtime::ExternType::Func(_))
@@ -214,6 +260,9 @@ impl Function {
                     _ => "a core module (a `wagi` function)",
                 };
                 check_stated(spec.kind, kind, description)?;
+                if spec.reuse.is_some() {
+                    return Err(LoadFunctionError::ReuseNotHttp(kind));
+                }
                 let pre = link_module(engine, &module, services)?;
                 let code = match kind {
                     FunctionKind::Reactor => FunctionCode::Reactor(pre),
@@ -222,7 +271,7 @@ impl Function {
                 (kind, code, grants)
             }
         };
-        Ok(Self {
+        let function = Self {
             concurrency: spec.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
             name: Arc::from(spec.name.as_str()),
             spec,
@@ -231,7 +280,17 @@ impl Function {
             grants,
             metrics: Arc::default(),
             log: Arc::default(),
-        })
+        };
+        function.share_history_with_instances();
+        Ok(function)
+    }
+
+    /// The instances a handler makes report into this function's metrics and log.
+    fn share_history_with_instances(&self) {
+        if let FunctionCode::Handler(handler) = &self.code {
+            handler.state().metrics.store(self.metrics.clone());
+            handler.state().log.store(self.log.clone());
+        }
     }
 
     /// Takes over the metrics and log of the version this one replaces, so counters keep
@@ -241,6 +300,7 @@ impl Function {
     pub fn continue_history_of(mut self, previous: &Function) -> Self {
         self.metrics = previous.metrics.clone();
         self.log = previous.log.clone();
+        self.share_history_with_instances();
         if self.spec.max_concurrency == previous.spec.max_concurrency {
             self.concurrency = previous.concurrency.clone();
         }
@@ -398,11 +458,28 @@ fn check_stated(
     }
 }
 
-fn exports_incoming_handler(engine: &WedgeEngine, component: &Component) -> bool {
+/// Which `wasi:http` handler a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandlerVersion {
+    /// `wasi:http/incoming-handler@0.2.x`.
+    P2,
+    /// `wasi:http/handler@0.3.x`.
+    P3,
+}
+
+fn http_handler_version(engine: &WedgeEngine, component: &Component) -> Option<HandlerVersion> {
     component
         .component_type()
         .exports(engine.engine())
-        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"))
+        .find_map(|(name, _)| {
+            if name.starts_with("wasi:http/incoming-handler@0.2") {
+                Some(HandlerVersion::P2)
+            } else if name.starts_with("wasi:http/handler@0.3") {
+                Some(HandlerVersion::P3)
+            } else {
+                None
+            }
+        })
 }
 
 fn describe_exports(engine: &WedgeEngine, component: &Component) -> String {

@@ -22,9 +22,13 @@ use crate::capabilities::ComponentState;
 use crate::deadline;
 use crate::function::Function;
 use crate::guest_response;
+use crate::instances::{Instances, RequestData};
 use crate::logs::Stream;
 use crate::outcome::{CAPTURE_LIMIT, RunOutcome, failure_response, finish};
 use crate::response::{self, Body, BodyError, REQUEST_ID_HEADER};
+use wasmtime_wasi_http::handler::{
+    ExpirationError, InstantiationError, ProxyHandler, TrapOrPanicError,
+};
 
 /// Runs one request through a fresh instance of an `http` function.
 pub(crate) async fn handle(
@@ -59,19 +63,7 @@ pub(crate) async fn handle(
     // sees a read error, and if it has not sent its headers yet, wedge answers 413
     // instead of whatever the guest makes of that error.
     let max_body = context.max_body_size;
-    let body_too_large = Arc::new(AtomicBool::new(false));
-    let found_too_large = body_too_large.clone();
-    let request = request.map(move |body| {
-        Limited::new(body, max_body as usize).map_err(move |error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                found_too_large.store(true, Ordering::Relaxed);
-                return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
-            }
-            // The client's connection failed mid-body (the trigger's body reports why).
-            tracing::debug!(%error, "a request body could not be read");
-            wasmtime_wasi_http::Error::HttpProtocolError
-        })
-    });
+    let (request, body_too_large) = limited_request(request, max_body);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let prepared = store
         .data_mut()
@@ -138,73 +130,19 @@ pub(crate) async fn handle(
     }
     match headers {
         Ok(Ok(Ok(guest_response))) => {
-            let (mut parts, body) = guest_response.into_parts();
-            let checked = guest_response::check_status(parts.status).and_then(|()| {
-                guest_response::check_limits(&parts.headers, context.response_limits)
-            });
-            if let Err(problem) = checked {
-                return refused_response(&function, &request_id, &problem);
-            }
-            let (lengths, dropped) = guest_response::take_framing(&mut parts.headers);
-            if let Some(note) = guest_response::dropped_note(&dropped) {
-                function
-                    .log
-                    .push(&function.spec.name, &request_id, Stream::Wedge, &note);
-            }
+            let (parts, body) = guest_response.into_parts();
             let body = body
                 .map_err(|error| Box::new(error) as BodyError)
                 .boxed_unsync();
-            let (body, length) = match coalesce_small_body(body).await {
-                Coalesced::Whole(bytes) => {
-                    let length = guest_response::declared_length(
-                        &lengths,
-                        Some(bytes.len() as u64),
-                        &method,
-                    );
-                    match length {
-                        // hyper frames a whole body itself, except for HEAD, where it sends
-                        // no body and keeps the length a GET would have.
-                        Ok(length) => (
-                            response::full(bytes),
-                            length.filter(|_| method == http::Method::HEAD),
-                        ),
-                        Err(problem) => {
-                            return refused_response(&function, &request_id, &problem);
-                        }
-                    }
-                }
-                Coalesced::Failed(error) => {
-                    let message = format!(
-                        "function `{}` failed writing its response body: {error}",
-                        function.spec.name
-                    );
-                    function
-                        .log
-                        .push(&function.spec.name, &request_id, Stream::Wedge, &message);
-                    return response::error(StatusCode::BAD_GATEWAY, &request_id, &message);
-                }
-                Coalesced::Streaming(body) => {
-                    match guest_response::declared_length(&lengths, None, &method) {
-                        Ok(Some(length)) => (ExactLength::body(body, length), Some(length)),
-                        Ok(None) => (body, None),
-                        Err(problem) => {
-                            return refused_response(&function, &request_id, &problem);
-                        }
-                    }
-                }
-            };
-            if let Some(length) = length {
-                parts
-                    .headers
-                    .insert(http::header::CONTENT_LENGTH, length.into());
-            }
-            let mut guest_response = Response::from_parts(parts, body);
-            if let Ok(value) = http::header::HeaderValue::from_str(&request_id) {
-                guest_response
-                    .headers_mut()
-                    .insert(REQUEST_ID_HEADER, value);
-            }
-            guest_response
+            send_guest_response(
+                &function,
+                &request_id,
+                &method,
+                context.response_limits,
+                parts,
+                body,
+            )
+            .await
         }
         Ok(Ok(Err(code))) => response::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -222,6 +160,172 @@ pub(crate) async fn handle(
             &request_id,
             &RunOutcome::Failed(GuestFailure::Timeout),
         ),
+    }
+}
+
+/// The request as a guest reads it: its body cut off past the size limit. A body without a
+/// `Content-Length` can only be found too large while the guest reads it: the guest sees a
+/// read error, and the flag lets wedge answer 413 instead of whatever the guest makes of it.
+pub(crate) fn limited_request(
+    request: Request<Body>,
+    max_body: u64,
+) -> (Request<wasmtime_wasi_http::WasiBody>, Arc<AtomicBool>) {
+    let body_too_large = Arc::new(AtomicBool::new(false));
+    let found_too_large = body_too_large.clone();
+    let request = request.map(move |body| {
+        Limited::new(body, max_body as usize)
+            .map_err(move |error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    found_too_large.store(true, Ordering::Relaxed);
+                    return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body));
+                }
+                // The client's connection failed mid-body (the trigger's body reports why).
+                tracing::debug!(%error, "a request body could not be read");
+                wasmtime_wasi_http::Error::HttpProtocolError
+            })
+            .boxed_unsync()
+    });
+    (request, body_too_large)
+}
+
+/// A guest's answer, checked and framed by wedge (guest_response.rs): its head bounded, its
+/// hop-by-hop headers dropped, its length wedge's; a small finished body sent whole.
+pub(crate) async fn send_guest_response(
+    function: &Function,
+    request_id: &str,
+    method: &http::Method,
+    response_limits: guest_response::ResponseHeadLimits,
+    mut parts: http::response::Parts,
+    body: Body,
+) -> Response<Body> {
+    let checked = guest_response::check_status(parts.status)
+        .and_then(|()| guest_response::check_limits(&parts.headers, response_limits));
+    if let Err(problem) = checked {
+        return refused_response(function, request_id, &problem);
+    }
+    let (lengths, dropped) = guest_response::take_framing(&mut parts.headers);
+    if let Some(note) = guest_response::dropped_note(&dropped) {
+        function
+            .log
+            .push(&function.spec.name, request_id, Stream::Wedge, &note);
+    }
+    let (body, length) = match coalesce_small_body(body).await {
+        Coalesced::Whole(bytes) => {
+            match guest_response::declared_length(&lengths, Some(bytes.len() as u64), method) {
+                // hyper frames a whole body itself, except for HEAD, where it sends no body
+                // and keeps the length a GET would have.
+                Ok(length) => (
+                    response::full(bytes),
+                    length.filter(|_| method == http::Method::HEAD),
+                ),
+                Err(problem) => return refused_response(function, request_id, &problem),
+            }
+        }
+        Coalesced::Failed(error) => {
+            let message = format!(
+                "function `{}` failed writing its response body: {error}",
+                function.spec.name
+            );
+            function
+                .log
+                .push(&function.spec.name, request_id, Stream::Wedge, &message);
+            return response::error(StatusCode::BAD_GATEWAY, request_id, &message);
+        }
+        Coalesced::Streaming(body) => match guest_response::declared_length(&lengths, None, method)
+        {
+            Ok(Some(length)) => (ExactLength::body(body, length), Some(length)),
+            Ok(None) => (body, None),
+            Err(problem) => return refused_response(function, request_id, &problem),
+        },
+    };
+    if let Some(length) = length {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, length.into());
+    }
+    let mut guest_response = Response::from_parts(parts, body);
+    if let Ok(value) = http::header::HeaderValue::from_str(request_id) {
+        guest_response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, value);
+    }
+    guest_response
+}
+
+/// Runs one request through the function's handler of fresh or reused instances (a WASI 0.3
+/// handler, or a 0.2 one with `reuse`).
+pub(crate) async fn handle_with_instances(
+    handler: &ProxyHandler<Instances>,
+    function: Arc<Function>,
+    request: Request<Body>,
+    context: RequestContext,
+) -> Response<Body> {
+    let request_id = context.request_id.clone();
+    let method = request.method().clone();
+    let max_body = context.max_body_size;
+    let (request, body_too_large) = limited_request(request, max_body);
+    let _permits = context.permits;
+    let data = RequestData {
+        request_id: Arc::from(request_id.as_str()),
+        deadline: context.deadline,
+    };
+    let guest_deadline = tokio::time::Instant::from_std(context.deadline + deadline::TICK * 4);
+    let answer = tokio::time::timeout_at(guest_deadline, handler.handle(data, request)).await;
+    if body_too_large.load(Ordering::Relaxed) {
+        return response::body_too_large(&request_id, max_body);
+    }
+    let failed = |failure: GuestFailure| {
+        let outcome = RunOutcome::Failed(failure);
+        finish(&function, &request_id, &[], &outcome);
+        failure_response(&function, &request_id, &outcome)
+    };
+    match answer {
+        Ok(Ok(guest_response)) => {
+            let (parts, body) = guest_response.into_parts();
+            let body = body
+                .map_err(|error| Box::new(error) as BodyError)
+                .boxed_unsync();
+            send_guest_response(
+                &function,
+                &request_id,
+                &method,
+                context.response_limits,
+                parts,
+                body,
+            )
+            .await
+        }
+        Ok(Err(error)) if error.is::<ExpirationError>() => failed(GuestFailure::Timeout),
+        Ok(Err(error)) if error.is::<TrapOrPanicError>() => failed(GuestFailure::Trap {
+            reason: "the instance serving it failed (a trap or a timeout of a request sharing it)"
+                .into(),
+            backtrace: Vec::new(),
+            memory_limit: None,
+        }),
+        Ok(Err(error)) if error.is::<InstantiationError<RequestData>>() => {
+            failed(GuestFailure::Trap {
+                reason: format!(
+                    "it could not be instantiated: {}",
+                    wedge_engine::program::describe_chain(error.as_ref())
+                ),
+                backtrace: Vec::new(),
+                memory_limit: None,
+            })
+        }
+        Ok(Err(error)) => {
+            match error.downcast_ref::<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>() {
+                Some(code) => response::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &request_id,
+                    &format!(
+                        "function `{}` answered with the error {code:?}",
+                        function.spec.name
+                    ),
+                ),
+                None => failed(GuestFailure::classify(&error, None)),
+            }
+        }
+        Err(_elapsed) => failed(GuestFailure::Timeout),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod deadline;
 pub mod function;
 pub mod guest_response;
 mod http_handler;
+mod instances;
 pub mod logs;
 pub mod metrics;
 mod outcome;
@@ -36,5 +37,6 @@ pub use capabilities::{ComponentState, GrantConfig, ModuleState, Services};
 pub use function::{
     Function, FunctionKind, FunctionSpec, LoadFunctionError, TriggerConfig, TriggerSpec,
 };
+pub use instances::ReusePolicy;
 pub use response::{Body, BodyError, REQUEST_ID_HEADER};
 pub use trigger::{FireError, FireFuture, Fired, Trigger, TriggerConfigError};

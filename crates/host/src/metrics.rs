@@ -62,6 +62,51 @@ pub struct FunctionMetrics {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub rejections: AtomicU64,
+    /// Instances of a function that reuses them (or a WASI 0.3 handler).
+    pub instances: InstanceMetrics,
+}
+
+/// How a function's instances were created and retired.
+#[derive(Debug, Default)]
+pub struct InstanceMetrics {
+    created: AtomicU64,
+    live: AtomicI64,
+    /// Instances waiting for a request: the next one goes to one of them, not to a new one.
+    idle: AtomicI64,
+    /// Requests served by instances retired so far.
+    requests_of_retired: AtomicU64,
+    retired: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl InstanceMetrics {
+    pub fn created(&self) {
+        self.created.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An instance ended after serving `requests`, for `cause` (`max_requests`, `idle`,
+    /// `trap`, `timeout`, `memory_limit`).
+    pub fn retired(&self, cause: &'static str, requests: u64) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.requests_of_retired
+            .fetch_add(requests, Ordering::Relaxed);
+        *self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(cause)
+            .or_default() += 1;
+    }
+
+    /// An instance became idle (`true`) or took a request or ended while idle (`false`).
+    pub fn set_idle(&self, idle: bool) {
+        self.idle
+            .fetch_add(if idle { 1 } else { -1 }, Ordering::Relaxed);
+    }
+
+    pub fn created_count(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
 }
 
 impl FunctionMetrics {
@@ -171,7 +216,7 @@ pub fn render<'a>(
         "counter",
         "Requests refused before running: over capacity (503) or too large (413).",
     );
-    for (name, m) in functions {
+    for (name, m) in functions.clone() {
         let _ = writeln!(
             out,
             "wedge_rejections_total{{function=\"{name}\",reason=\"function_concurrency\"}} {}",
@@ -188,6 +233,80 @@ pub fn render<'a>(
         "wedge_rejections_total{{function=\"\",reason=\"body_size\"}} {}",
         host.rejected_body_size.load(Ordering::Relaxed)
     );
+    // Instances of functions that reuse them (or WASI 0.3 handlers): only those that have
+    // had one, so a fresh-per-request function adds no lines.
+    let reusing = functions.filter(|(_, m)| m.instances.created_count() > 0);
+    header(
+        &mut out,
+        "wedge_instances_created_total",
+        "counter",
+        "Instances created for functions that reuse them or are WASI 0.3 handlers.",
+    );
+    for (name, m) in reusing.clone() {
+        let _ = writeln!(
+            out,
+            "wedge_instances_created_total{{function=\"{name}\"}} {}",
+            m.instances.created_count()
+        );
+    }
+    header(
+        &mut out,
+        "wedge_instances_live",
+        "gauge",
+        "Instances alive now (serving or idle).",
+    );
+    for (name, m) in reusing.clone() {
+        let _ = writeln!(
+            out,
+            "wedge_instances_live{{function=\"{name}\"}} {}",
+            m.instances.live.load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "wedge_instances_idle",
+        "gauge",
+        "Instances alive and waiting for a request.",
+    );
+    for (name, m) in reusing.clone() {
+        let _ = writeln!(
+            out,
+            "wedge_instances_idle{{function=\"{name}\"}} {}",
+            m.instances.idle.load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "wedge_instances_retired_total",
+        "counter",
+        "Instances retired, by cause: max_requests, idle, trap, timeout, memory_limit.",
+    );
+    for (name, m) in reusing.clone() {
+        let retired = m
+            .instances
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (cause, count) in retired.iter() {
+            let _ = writeln!(
+                out,
+                "wedge_instances_retired_total{{function=\"{name}\",cause=\"{cause}\"}} {count}"
+            );
+        }
+    }
+    header(
+        &mut out,
+        "wedge_instance_requests_total",
+        "counter",
+        "Requests served by the instances retired so far (divide by the retired count for requests per instance).",
+    );
+    for (name, m) in reusing {
+        let _ = writeln!(
+            out,
+            "wedge_instance_requests_total{{function=\"{name}\"}} {}",
+            m.instances.requests_of_retired.load(Ordering::Relaxed)
+        );
+    }
     out
 }
 

@@ -272,6 +272,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             max_memory: 1 << 20,
             max_concurrency: None,
+            reuse: None,
             scope: wedge_capabilities::names::Scope::new("app").expect("scope"),
             grants: Default::default(),
         }

@@ -888,6 +888,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_memory: 64 << 20,
             max_concurrency: None,
+            reuse: None,
             scope: wedge_capabilities::names::Scope::new("app").expect("scope"),
             grants: GrantConfig::default(),
         };

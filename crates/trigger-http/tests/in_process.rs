@@ -49,6 +49,7 @@ fn spec(name: &str, route: &str, max_concurrency: Option<usize>) -> FunctionSpec
         timeout: Duration::from_secs(5),
         max_memory: 64 << 20,
         max_concurrency,
+        reuse: None,
         scope: Scope::new("app").expect("scope"),
         grants: GrantConfig::default(),
     }
