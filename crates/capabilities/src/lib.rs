@@ -14,5 +14,6 @@ pub use wasi::{Preopen, WasiError, WasiGrants, import_hint};
 pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
+pub mod network;
 pub mod sql;
 mod sqlite_size;
