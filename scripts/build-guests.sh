@@ -2,6 +2,7 @@
 # Build every guest program under examples/ into target/guests/ (flat):
 #   hello.wasm exit.wasm upper.wasm alloc.wasm crash.wasm   (C, wasm32-wasi core modules)
 #   wagi-hello.wasm wagi-echo.wasm wagi-hostile.wasm        (C, WAGI handlers: core modules)
+#   wasmedge-v1.wasm wasmedge-v2.wasm                       (C, WasmEdge's socket ABI, both generations)
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
 #   http-hello.wasm http-probe.wasm http-state.wasm         (Rust, wasi:http/proxy components)
 #   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
@@ -44,7 +45,12 @@ CFLAGS=(--target=wasm32-wasi -O2 -Wall -Wextra -Werror)
 build_c() {
     local name="$1"; shift
     local src="examples/c/$name.c" out="$OUT/$name.wasm"
-    if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$SELF" ]; then
+    local fresh=1 header
+    [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$SELF" ] || fresh=0
+    for header in examples/c/*.h; do
+        [ -e "$header" ] && [ "$header" -nt "$out" ] && fresh=0
+    done
+    if [ "$fresh" -eq 1 ]; then
         echo "build-guests: $out up to date"
         return
     fi
@@ -63,6 +69,10 @@ build_c crash -Wl,--strip-debug
 build_c wagi-hello -Wl,--strip-all
 build_c wagi-echo -Wl,--strip-all
 build_c wagi-hostile -Wl,--strip-all
+# WasmEdge's socket extension, declared by hand (wasmedge_sockets.h): the ABI fixtures of
+# crates/capabilities/tests/wasmedge_sockets.rs.
+build_c wasmedge-v1 -Wl,--strip-all
+build_c wasmedge-v2 -Wl,--strip-all
 
 # Rust components: standalone Cargo projects (empty [workspace] table) sharing
 # one target dir. cargo decides itself whether anything needs rebuilding.
@@ -152,7 +162,7 @@ wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile hello-component http-hello http-probe http-state \
+for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile wasmedge-v1 wasmedge-v2 hello-component http-hello http-probe http-state \
     js-hello js-echo js-json-api js-fetch js-orders js-counter \
     py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"

@@ -17,3 +17,4 @@ pub mod key_value;
 pub mod network;
 pub mod sql;
 mod sqlite_size;
+pub mod wasmedge_sockets;

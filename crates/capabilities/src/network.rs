@@ -627,7 +627,13 @@ impl NetworkPolicy {
     /// Whether a TCP socket bound to `local` may listen.
     pub fn check_listen(&self, local: SocketAddr) -> Result<(), Denial> {
         let denial = || Denial {
-            attempt: format!("TCP listen on {}", format_socket_addr(local)),
+            attempt: match local.port() {
+                0 => format!(
+                    "TCP listen on a port the system picks ({}:0)",
+                    format_ip(local.ip())
+                ),
+                _ => format!("TCP listen on {}", format_socket_addr(local)),
+            },
             grant: match local.port() {
                 0 => "PORT".to_string(),
                 port => port.to_string(),
