@@ -750,6 +750,10 @@ impl NetworkPolicy {
                 .check_connect_resolving(Transport::Tcp, addr)
                 .await
                 .is_ok(),
+            // The hook does not say which local socket a datagram arrived on: a component
+            // granted a listen port is a server and hears everyone; any other hears only
+            // from where it may send.
+            Use::UdpReceive if !self.listen.is_empty() => true,
             Use::UdpSend | Use::UdpReceive => self
                 .check_connect_resolving(Transport::Udp, addr)
                 .await

@@ -66,12 +66,16 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
+/// Long enough for any guest here on a loaded 2-core machine; short enough that a guest
+/// waiting for something that never comes fails its test instead of hanging it.
+pub const GUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Default for Options {
     fn default() -> Self {
         Self {
             policy: Arc::new(NetworkPolicy::default()),
             limits: SocketLimits::default(),
-            deadline: None,
+            deadline: Some(Instant::now() + GUEST_DEADLINE),
             env: Vec::new(),
         }
     }
@@ -221,13 +225,13 @@ pub async fn udp_echo() -> u16 {
     port
 }
 
-/// Connects to a guest's server on loopback (retrying until it listens, at most 10 s).
+/// Connects to a guest's server on loopback (retrying until it listens, at most 30 s).
 async fn connect(port: u16) -> tokio::net::TcpStream {
     let started = Instant::now();
     loop {
         match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(stream) => return stream,
-            Err(error) if started.elapsed().as_secs() >= 10 => {
+            Err(error) if started.elapsed().as_secs() >= 30 => {
                 panic!("the guest never listened on {port}: {error}")
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
@@ -239,6 +243,7 @@ async fn connect(port: u16) -> tokio::net::TcpStream {
 pub async fn tcp_request(port: u16, request: &[u8]) -> Vec<u8> {
     let mut stream = connect(port).await;
     stream.write_all(request).await.expect("send request");
+    stream.shutdown().await.expect("close the sending side");
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await.expect("read reply");
     reply
@@ -351,4 +356,20 @@ pub async fn http_server() -> u16 {
         }
     });
     port
+}
+
+/// A TCP server on loopback that takes one connection and collects what it sends until it
+/// closes.
+pub async fn tcp_collect() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind collector");
+    let port = listener.local_addr().expect("local addr").port();
+    let collected = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut data = Vec::new();
+        let _ = conn.read_to_end(&mut data).await;
+        data
+    });
+    (port, collected)
 }
