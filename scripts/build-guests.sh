@@ -2,6 +2,7 @@
 # Build every guest program under examples/ into target/guests/ (flat):
 #   hello.wasm exit.wasm upper.wasm alloc.wasm crash.wasm   (C, wasm32-wasi core modules)
 #   wagi-hello.wasm wagi-echo.wasm wagi-hostile.wasm        (C, WAGI handlers: core modules)
+#   wasmedge-v1.wasm wasmedge-v2.wasm                       (C, WasmEdge's socket ABI, both generations)
 #   hello-component.wasm                                    (Rust, WASI 0.2 command component)
 #   http-hello.wasm http-probe.wasm http-state.wasm         (Rust, wasi:http/proxy components)
 #   js-hello js-echo js-json-api js-fetch .wasm             (JavaScript components, componentize-js)
@@ -9,6 +10,11 @@
 #   py-hello py-echo py-json-api py-fetch .wasm             (Python components, componentize-py)
 #   py-orders py-counter .wasm                              (Python, SQL and key-value: wedge_state.py)
 #   c-http-hello.wasm                                       (C component: templates/http-c, wedge build)
+#   wasmedge-hyper-server wasmedge-hyper-client .wasm       (Rust on WasmEdge's socket ABI: hyper_wasi,
+#   wasmedge-http-req-client wasmedge-reqwest-client .wasm   http_req_wasi, reqwest_wasi,
+#   wasmedge-orders.wasm                                     mysql_async_wasi + hyper_wasi;
+#   wasmedge-example-*.wasm                                  wasmedge_wasi_socket 0.5.5's own examples;
+#                                                            Rust 1.78.0, wasm32-wasi)
 # Installs the toolchains first (scripts/setup-toolchains.sh) when something is missing.
 # Builds wedge (cargo build -p wedge, the profile the tests use): `wedge new` writes the WIT
 # and adapter the language guests are built with, as it does for a user's project.
@@ -27,6 +33,8 @@ command -v wasm-ld >/dev/null 2>&1 || need_setup=1
 if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup target list --installed)"
     grep -qx wasm32-wasip2 <<<"$installed" || need_setup=1
+    wasmedge_targets="$(rustup target list --installed --toolchain 1.78.0 2>/dev/null || true)"
+    grep -qx wasm32-wasi <<<"$wasmedge_targets" || need_setup=1
 fi
 for tool in componentize-js componentize-py wasm-tools wit-bindgen; do
     [ -x "target/toolchains/bin/$tool" ] || need_setup=1
@@ -44,7 +52,12 @@ CFLAGS=(--target=wasm32-wasi -O2 -Wall -Wextra -Werror)
 build_c() {
     local name="$1"; shift
     local src="examples/c/$name.c" out="$OUT/$name.wasm"
-    if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$SELF" ]; then
+    local fresh=1 header
+    [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$SELF" ] || fresh=0
+    for header in examples/c/*.h; do
+        [ -e "$header" ] && [ "$header" -nt "$out" ] && fresh=0
+    done
+    if [ "$fresh" -eq 1 ]; then
         echo "build-guests: $out up to date"
         return
     fi
@@ -65,6 +78,10 @@ build_c wagi-echo -Wl,--strip-all
 build_c wagi-hostile -Wl,--strip-all
 # A reactor (no `_start`, exports only): the stream function of the sensor demo.
 build_c triple -mexec-model=reactor -Wl,--strip-all
+# WasmEdge's socket extension, declared by hand (wasmedge_sockets.h): the ABI fixtures of
+# crates/capabilities/tests/wasmedge_sockets.rs.
+build_c wasmedge-v1 -Wl,--strip-all
+build_c wasmedge-v2 -Wl,--strip-all
 
 # Rust components: standalone Cargo projects (empty [workspace] table) sharing
 # one target dir. cargo decides itself whether anything needs rebuilding.
@@ -88,6 +105,58 @@ build_rust http-probe http_probe             # wasi:http/proxy (cdylib)
 build_rust http-state http_state             # wasi:http/proxy + wasi:keyvalue + wedge:sql (cdylib)
 build_rust queue-demo queue_demo             # wasi:http/proxy + wasi:keyvalue + wedge:queue (cdylib)
 build_rust http-p3 http_p3                   # wasi:http/handler@0.3.0: WASI 0.3 (cdylib)
+
+# --- Rust on WasmEdge's socket extension (wasm32-wasi core modules) ----------------
+# The crates WasmEdge apps are written with (tokio_wasi, hyper_wasi, mysql_async_wasi,
+# http_req_wasi, reqwest_wasi, wasmedge_wasi_socket), from crates.io, built as such apps were
+# built: Rust 1.78.0 (installed by setup-toolchains.sh) for wasm32-wasi. Newer Rusts (1.80 on)
+# compile wasmedge_wasi_socket 0.5's address reads to zeros (it reads buffers the host wrote
+# through pointers taken from immutable locals, which their optimizer may assume unchanged),
+# and 1.84 dropped the wasm32-wasi target. Each project pins its versions in its Cargo.lock,
+# resolved for its rust-version (1.78).
+WASMEDGE_RUST=1.78.0
+WASMEDGE_BUILD=target/guest-build/wasmedge
+build_wasmedge() {
+    local name="$1" artifact="$2"
+    echo "build-guests: cargo +$WASMEDGE_RUST build examples/wasmedge/$name (wasm32-wasi)"
+    cargo "+$WASMEDGE_RUST" build --quiet --release --locked --target wasm32-wasi \
+        --manifest-path "examples/wasmedge/$name/Cargo.toml" --target-dir "$WASMEDGE_BUILD"
+    local src="$WASMEDGE_BUILD/wasm32-wasi/release/$artifact.wasm"
+    if ! cmp -s "$src" "$OUT/wasmedge-$name.wasm"; then
+        cp "$src" "$OUT/wasmedge-$name.wasm"
+    fi
+}
+build_wasmedge hyper-server hyper-server
+build_wasmedge hyper-client hyper-client
+build_wasmedge http-req-client http-req-client
+build_wasmedge reqwest-client reqwest-client
+build_wasmedge orders orders
+
+# The examples the published wasmedge_wasi_socket 0.5.5 ships, as its crates.io package has
+# them: examples/wasmedge/socket-examples is a package that depends on it; a copy of it
+# gets the downloaded package's examples/*.rs and builds them unchanged.
+SHIPPED=target/guest-build/wasmedge-socket-examples
+rm -rf "$SHIPPED"
+mkdir -p "$SHIPPED/examples"
+cp -r examples/wasmedge/socket-examples/. "$SHIPPED/"
+cargo "+$WASMEDGE_RUST" fetch --quiet --locked --manifest-path "$SHIPPED/Cargo.toml" --target wasm32-wasi
+socket_crate="$(cargo "+$WASMEDGE_RUST" metadata --locked --format-version 1 --manifest-path "$SHIPPED/Cargo.toml" |
+    grep -o '"manifest_path":"[^"]*/wasmedge_wasi_socket-0\.5\.5/Cargo.toml"' | head -1 |
+    sed -e 's/^"manifest_path":"//' -e 's|/Cargo.toml"$||')"
+[ -d "$socket_crate/examples" ] || { echo "build-guests: wasmedge_wasi_socket 0.5.5's examples not found (cargo metadata gave '$socket_crate')" >&2; exit 1; }
+cp "$socket_crate"/examples/*.rs "$SHIPPED/examples/"
+echo "build-guests: cargo +$WASMEDGE_RUST build wasmedge_wasi_socket 0.5.5's examples (wasm32-wasi)"
+cargo "+$WASMEDGE_RUST" build --quiet --release --locked --examples --target wasm32-wasi \
+    --manifest-path "$SHIPPED/Cargo.toml" --target-dir "$WASMEDGE_BUILD"
+WASMEDGE_EXAMPLES=()
+for example in "$SHIPPED"/examples/*.rs; do
+    example="$(basename "$example" .rs)"
+    src="$WASMEDGE_BUILD/wasm32-wasi/release/examples/$example.wasm"
+    if ! cmp -s "$src" "$OUT/wasmedge-example-$example.wasm"; then
+        cp "$src" "$OUT/wasmedge-example-$example.wasm"
+    fi
+    WASMEDGE_EXAMPLES+=("wasmedge-example-$example")
+done
 
 # --- JavaScript, Python and C components ------------------------------------------
 # Built with the project's own toolchains (target/toolchains/bin) against the WIT that
@@ -156,11 +225,15 @@ wit_built c
 
 # Sanity check: every output starts with the wasm magic; byte 4 tells a core
 # module (version 1) from a component (0x0d layer 1).
-for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile triple hello-component http-hello http-probe http-state queue-demo http-p3 \
+for f in hello exit upper alloc crash wagi-hello wagi-echo wagi-hostile wasmedge-v1 wasmedge-v2 triple hello-component http-hello http-probe http-state queue-demo http-p3 \
+    wasmedge-hyper-server wasmedge-hyper-client wasmedge-http-req-client wasmedge-reqwest-client wasmedge-orders \
+    "${WASMEDGE_EXAMPLES[@]}" \
     js-hello js-echo js-json-api js-fetch js-orders js-counter \
     py-hello py-echo py-json-api py-fetch py-orders py-counter c-http-hello; do
     magic="$(head -c 8 "$OUT/$f.wasm" | od -An -tx1 | tr -d ' \n')"
     case "$f:$magic" in
+        wasmedge-*:0061736d01000000) ;;
+        wasmedge-*:*) echo "build-guests: $OUT/$f.wasm is not a core module ($magic)" >&2; exit 1 ;;
         hello-component:0061736d0d000100 | queue-demo:0061736d0d000100 | *http-*:0061736d0d000100 | js-*:0061736d0d000100 | py-*:0061736d0d000100) ;;
         hello-component:* | queue-demo:* | *http-*:* | js-*:* | py-*:*) echo "build-guests: $OUT/$f.wasm is not a component ($magic)" >&2; exit 1 ;;
         *:0061736d01000000) ;;

@@ -7,7 +7,8 @@
 #
 #   apt       clang lld wasi-libc libclang-rt-14-dev-wasm32 (C -> wasm32-wasi),
 #             nodejs npm (when node/npm are missing), python3 python3-venv
-#   rustup    wasm32-wasip1 wasm32-wasip2
+#   rustup    wasm32-wasip1 wasm32-wasip2; toolchain 1.78.0 with wasm32-wasi (the Rust apps on
+#             WasmEdge's socket ABI, examples/wasmedge: see docs/wasmedge.md for why that one)
 #   npm       @bytecodealliance/componentize-js 0.23.0 (JavaScript -> component),
 #             into target/toolchains/js (its own dependencies follow its semver
 #             ranges: npm 9/10 mis-install a committed lock of it, dropping a
@@ -59,6 +60,17 @@ for t in "${RUST_TARGETS[@]}"; do
         rustup target add "$t"
     fi
 done
+
+# The WasmEdge corpus (examples/wasmedge) is built as such apps were: by a Rust that still has
+# the wasm32-wasi target and that does not yet fold away the address buffers
+# wasmedge_wasi_socket 0.5 reads after the host wrote them (docs/wasmedge.md).
+WASMEDGE_RUST=1.78.0
+if rustup target list --installed --toolchain "$WASMEDGE_RUST" 2>/dev/null | grep -qx wasm32-wasi; then
+    echo "setup-toolchains: rust $WASMEDGE_RUST with wasm32-wasi present"
+else
+    echo "setup-toolchains: rustup toolchain install $WASMEDGE_RUST --target wasm32-wasi"
+    rustup toolchain install "$WASMEDGE_RUST" --profile minimal --target wasm32-wasi
+fi
 
 # --- language toolchains in target/toolchains ---------------------------------
 TC="$PWD/target/toolchains"

@@ -4,145 +4,18 @@
 //! The interface is always linked for HTTP functions (JavaScript and Python toolchains
 //! import it whether or not the code calls out), so denial happens per request: a request
 //! to a host outside the list fails inside the guest with the standard
-//! `error-code.HTTP-request-denied`, and the host's log names the denied destination.
+//! `error-code.HTTP-request-denied`, and the host's log names the denied destination. The
+//! list itself, and how entries match, is [`crate::network`]'s.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
-/// One entry of `allowed_outbound_hosts`: `scheme://host[:port]`, where scheme may be
-/// `http`, `https` or `*`, host may be `*` or start with `*.`, and port may be `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedHost {
-    scheme: Option<String>,
-    host: HostPattern,
-    port: PortPattern,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Any,
-    Exact(String),
-    /// `*.example.com`: any subdomain (not example.com itself).
-    Suffix(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PortPattern {
-    Any,
-    /// No port written: the scheme's default (80 for http, 443 for https).
-    Default,
-    Exact(u16),
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "`{entry}` is not an allowed outbound host: {reason}. Write scheme://host[:port], e.g. \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*.example.com\""
-)]
-pub struct AllowedHostError {
-    pub entry: String,
-    pub reason: &'static str,
-}
-
-impl AllowedHost {
-    pub fn parse(entry: &str) -> Result<Self, AllowedHostError> {
-        let error = |reason| AllowedHostError {
-            entry: entry.to_string(),
-            reason,
-        };
-        let (scheme, rest) = entry
-            .split_once("://")
-            .ok_or_else(|| error("it has no scheme"))?;
-        let scheme = match scheme {
-            "*" => None,
-            "http" | "https" => Some(scheme.to_string()),
-            _ => return Err(error("the scheme must be http, https or *")),
-        };
-        if rest.contains('/') || rest.contains('?') || rest.contains('@') {
-            return Err(error("it must not have a path, query or user"));
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, "*")) => (host, PortPattern::Any),
-            Some((host, port)) => (
-                host,
-                PortPattern::Exact(
-                    port.parse()
-                        .map_err(|_| error("the port is not a number"))?,
-                ),
-            ),
-            None => (rest, PortPattern::Default),
-        };
-        let host = host.to_ascii_lowercase();
-        let host = if host == "*" {
-            HostPattern::Any
-        } else if let Some(suffix) = host.strip_prefix("*.") {
-            HostPattern::Suffix(format!(".{suffix}"))
-        } else if host.is_empty() || host.contains('*') {
-            return Err(error("the host is empty or has a misplaced *"));
-        } else {
-            HostPattern::Exact(host)
-        };
-        if scheme.is_none() && port == PortPattern::Default {
-            return Err(error("with scheme * the port must be written (or *)"));
-        }
-        Ok(Self { scheme, host, port })
-    }
-
-    fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        let scheme_ok = self.scheme.as_deref().is_none_or(|s| s == scheme);
-        let host_ok = match &self.host {
-            HostPattern::Any => true,
-            HostPattern::Exact(exact) => exact.eq_ignore_ascii_case(host),
-            HostPattern::Suffix(suffix) => host.to_ascii_lowercase().ends_with(suffix),
-        };
-        let port_ok = match self.port {
-            PortPattern::Any => true,
-            PortPattern::Exact(p) => p == port,
-            PortPattern::Default => Some(port) == default_port(scheme),
-        };
-        scheme_ok && host_ok && port_ok
-    }
-}
-
-fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    }
-}
-
-/// The outbound hosts one function may reach. Empty means none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OutboundPolicy {
-    allowed: Vec<AllowedHost>,
-}
-
-impl OutboundPolicy {
-    pub fn parse(entries: &[String]) -> Result<Self, AllowedHostError> {
-        Ok(Self {
-            allowed: entries
-                .iter()
-                .map(|e| AllowedHost::parse(e))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    /// Whether a request to `uri` may leave.
-    pub fn allows_uri(&self, uri: &http::Uri) -> bool {
-        let scheme = uri.scheme_str().unwrap_or("http");
-        let Some(host) = uri.host() else {
-            return false;
-        };
-        let Some(port) = uri.port_u16().or_else(|| default_port(scheme)) else {
-            return false;
-        };
-        self.allowed
-            .iter()
-            .any(|rule| rule.allows(scheme, host, port))
-    }
-}
+/// The HTTP capability's name for the function's one network policy: `allowed_outbound_hosts`
+/// is checked per request here, as raw sockets check it in [`crate::wasmedge_sockets`].
+pub use crate::network::NetworkPolicy as OutboundPolicy;
+pub use crate::network::{AllowedHost, AllowedHostError};
 
 /// `wasi:http` hooks for one request of one function: the allow-list check before the
 /// request leaves, then wasmtime's default client (HTTP/1.1 and HTTPS via rustls).

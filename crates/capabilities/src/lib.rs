@@ -17,6 +17,8 @@ pub mod backend_runtime;
 pub mod http_outbound;
 pub mod key_value;
 pub mod names;
+pub mod network;
 pub mod queue;
 pub mod sql;
 mod sqlite_size;
+pub mod wasmedge_sockets;
