@@ -109,6 +109,15 @@ fn template_http_rust() {
 }
 
 #[test]
+fn template_http_rust_p3() {
+    new_build_serve(
+        "http-rust-p3",
+        "/a/b",
+        "hello from rust on wasi 0.3 at /a/b\n",
+    );
+}
+
+#[test]
 fn template_wagi_c() {
     new_build_serve("wagi-c", "/a/b", "hello from c (wagi): GET /a/b\n");
 }
@@ -118,11 +127,15 @@ fn list_shows_every_template_with_one_line() {
     let outcome = Wedge::new().run(&["new", "--list"]);
     outcome.expect_code(0);
     let lines: Vec<&str> = outcome.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{}", outcome.stdout);
-    for (line, name) in lines
-        .iter()
-        .zip(["http-js", "http-py", "http-c", "http-rust", "wagi-c"])
-    {
+    assert_eq!(lines.len(), 6, "{}", outcome.stdout);
+    for (line, name) in lines.iter().zip([
+        "http-js",
+        "http-py",
+        "http-c",
+        "http-rust",
+        "http-rust-p3",
+        "wagi-c",
+    ]) {
         assert!(line.starts_with(name), "{line}");
     }
 }

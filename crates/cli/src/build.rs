@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow};
 use wedge_control::AppManifest;
 use wedge_control::manifest::{ManifestFunction, Sources};
 use wedge_engine::program::{InputFormat, ProgramKind, describe_bytes, detect};
-use wedge_host::FunctionKind;
+use wedge_host::{FunctionKind, HandlerVersion};
 
 use crate::exit::{Failure, Status, WithStatus};
 
@@ -212,14 +212,14 @@ fn check_output(function: &ManifestFunction) -> Result<(), String> {
         ProgramKind::Component
             if exports
                 .iter()
-                .any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) =>
+                .any(|e| HandlerVersion::of_export(e).is_some()) =>
         {
             FunctionKind::Http
         }
         ProgramKind::Module if exports.iter().any(|e| e == "_start") => FunctionKind::Wagi,
         ProgramKind::Component => {
             return Err(format!(
-                "`{source}` is a component that does not export wasi:http/incoming-handler@0.2.x, so it is not an `http` function (build it for the wasi:http/proxy world)"
+                "`{source}` is a component that exports neither wasi:http/incoming-handler@0.2.x nor wasi:http/handler@0.3.x, so it is not an `http` function (build it for the wasi:http/proxy world, or WASI 0.3's wasi:http/service)"
             ));
         }
         ProgramKind::Module => {

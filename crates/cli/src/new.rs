@@ -16,7 +16,7 @@ pub struct NewArgs {
     /// List the templates, one line each.
     #[arg(long, conflicts_with_all = ["template", "dir"])]
     list: bool,
-    /// The template: http-js, http-py, http-c, http-rust or wagi-c.
+    /// The template: http-js, http-py, http-c, http-rust, http-rust-p3 or wagi-c.
     #[arg(required_unless_present = "list")]
     template: Option<String>,
     /// The directory to create (it must not exist, or be empty). Its name becomes the
@@ -77,6 +77,13 @@ const TEMPLATES: &[Template] = &[
         name: "http-rust",
         summary: "Rust HTTP function: a wasi:http handler (the wasip2 crate), built with cargo for wasm32-wasip2",
         files: template_files!("http-rust": "Cargo.toml", "Cargo.lock", "src/lib.rs", "wedge.toml", "README.md", ".gitignore"),
+        wit: Wit::None,
+        proxy_adapter: false,
+    },
+    Template {
+        name: "http-rust-p3",
+        summary: "Rust HTTP function on WASI 0.3: an async wasi:http handler (the wasip3 crate), built with cargo for wasm32-wasip2",
+        files: template_files!("http-rust-p3": "Cargo.toml", "Cargo.lock", "src/lib.rs", "wedge.toml", "README.md", ".gitignore"),
         wit: Wit::None,
         proxy_adapter: false,
     },
@@ -196,9 +203,10 @@ pub fn new(args: NewArgs) -> Result<(), Failure> {
 }
 
 fn list() -> String {
+    let width = TEMPLATES.iter().map(|t| t.name.len()).max().unwrap_or(0);
     TEMPLATES
         .iter()
-        .map(|t| format!("{:<10} {}\n", t.name, t.summary))
+        .map(|t| format!("{:<width$} {}\n", t.name, t.summary))
         .collect()
 }
 

@@ -460,26 +460,32 @@ fn check_stated(
 
 /// Which `wasi:http` handler a component exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandlerVersion {
+pub enum HandlerVersion {
     /// `wasi:http/incoming-handler@0.2.x`.
     P2,
     /// `wasi:http/handler@0.3.x`.
     P3,
 }
 
+impl HandlerVersion {
+    /// The handler a component's top-level export of this name is, if it is one: the one
+    /// rule, also used by `wedge build` to check what a build made without compiling it.
+    pub fn of_export(name: &str) -> Option<HandlerVersion> {
+        if name.starts_with("wasi:http/incoming-handler@0.2") {
+            Some(HandlerVersion::P2)
+        } else if name.starts_with("wasi:http/handler@0.3") {
+            Some(HandlerVersion::P3)
+        } else {
+            None
+        }
+    }
+}
+
 fn http_handler_version(engine: &WedgeEngine, component: &Component) -> Option<HandlerVersion> {
     component
         .component_type()
         .exports(engine.engine())
-        .find_map(|(name, _)| {
-            if name.starts_with("wasi:http/incoming-handler@0.2") {
-                Some(HandlerVersion::P2)
-            } else if name.starts_with("wasi:http/handler@0.3") {
-                Some(HandlerVersion::P3)
-            } else {
-                None
-            }
-        })
+        .find_map(|(name, _)| HandlerVersion::of_export(name))
 }
 
 fn describe_exports(engine: &WedgeEngine, component: &Component) -> String {

@@ -35,7 +35,8 @@ pub use call::{
 };
 pub use capabilities::{ComponentState, GrantConfig, ModuleState, Services};
 pub use function::{
-    Function, FunctionKind, FunctionSpec, LoadFunctionError, TriggerConfig, TriggerSpec,
+    Function, FunctionKind, FunctionSpec, HandlerVersion, LoadFunctionError, TriggerConfig,
+    TriggerSpec,
 };
 pub use instances::ReusePolicy;
 pub use response::{Body, BodyError, REQUEST_ID_HEADER};
